@@ -1,0 +1,68 @@
+"""The paper's six training controls and the per-dataset training recipes.
+
+Source: "Understanding Deep Learning Requires Rethinking Sharpness", section 2.1 and appendix C, as
+the authors' code runs them (../shared/docs/paper-protocol.md, "Training").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ._validation import check_choice
+
+
+@dataclass(frozen=True)
+class Control:
+    """A regulariser setting applied on top of the baseline recipe."""
+
+    name: str
+    label: str  # as printed in the paper's tables
+    augmentation: bool  # the protocol's augmentation for the image size
+    weight_decay: float  # coupled L2 on all parameters (SGD's weight_decay)
+    sam: bool  # two-pass SAM around SGD
+
+
+CONTROLS: dict[str, Control] = {
+    c.name: c
+    for c in (
+        Control("baseline", "Baseline", augmentation=False, weight_decay=0.0, sam=False),
+        Control("baseline_sam", "Baseline + SAM", augmentation=False, weight_decay=0.0, sam=True),
+        Control("augmentation", "Augmentation", augmentation=True, weight_decay=0.0, sam=False),
+        Control("augmentation_sam", "Augmentation + SAM", augmentation=True, weight_decay=0.0, sam=True),
+        Control("weight_decay", "Weight Decay", augmentation=False, weight_decay=5e-4, sam=False),
+        Control("weight_decay_sam", "Weight Decay + SAM", augmentation=False, weight_decay=5e-4, sam=True),
+    )
+}
+
+
+def get_control(name: str) -> Control:
+    check_choice("control", name, CONTROLS)
+    return CONTROLS[name]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Optimisation settings shared by all controls of one dataset."""
+
+    lr: float
+    momentum: float = 0.9
+    batch_size: int = 256
+    epochs: int = 100
+    scheduler: str = "none"  # "none" | "cosine" (CosineAnnealingLR with T_max = epochs)
+    # The authors step CIFAR-100's cosine schedule every *batch* with T_max=100, so the rate oscillates
+    # with a period of ~200 iterations instead of decaying once; "epoch" is the textbook schedule.
+    scheduler_step: str = "epoch"
+    sam_rho: float = 0.05
+
+
+RECIPES: dict[str, Recipe] = {
+    "cifar10": Recipe(lr=0.001),
+    "cifar100": Recipe(lr=0.01, scheduler="cosine", scheduler_step="batch"),
+    "tinyimagenet": Recipe(lr=0.001),
+}
+
+
+def recipe_for(dataset: str) -> Recipe:
+    """The recipe of a dataset name. CIFAR-10's recipe serves every dataset the paper does not use
+    (``digits``, ``npz:...``), since those are CIFAR-10-like stand-ins."""
+    base = dataset.split(":", 1)[0]
+    return RECIPES.get(base, RECIPES["cifar10"])

@@ -1,0 +1,331 @@
+"""The deterministic trainer: one (arch, dataset, control, seed) run, resumable, with provenance.
+
+Files written to the run directory ``out``:
+
+- ``checkpoint.pt``: model, optimizer (SAM's includes the base optimizer's momentum), scheduler, RNG
+  state and the log, after every epoch; loadable with ``torch.load(..., weights_only=True)``;
+- ``log.jsonl``: one line per finished epoch (loss, train/test accuracy, learning rate, seconds);
+- ``result.json``: status (``ok`` / ``diverged``), final metrics, the full config, the hash of the initial
+  weights and provenance (git commit, versions, hardware, wall time).
+
+Initial weights are made once per (dataset, arch, size, seed) in ``init_dir`` and loaded by every
+control, so all six controls of a seed start from the same point. The data order depends only on the
+seed and the epoch (:class:`~sharpkit.data.loader.DeviceLoader`), so they also see the same batches.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import __version__
+from .config import TrainConfig
+from .data import DeviceLoader, ImageDataset, load_dataset, subset_indices
+from .io import load_torch, save_torch, write_json, write_text
+from .models import build_model
+from .optim import SAM
+from .provenance import provenance, utc_now
+from .seeding import seed_everything
+
+RESULT_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    status: str  # "ok" | "diverged"
+    out_dir: Path
+    epochs_completed: int
+    metrics: dict[str, float]
+    diverged_epoch: int | None = None
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"``: CUDA when available, else CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("Expected a usable device, but CUDA was asked for and torch sees no GPU. "
+                         "Use --device cpu (or auto).")
+    return device
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over a state dict's names and bytes (identical weights <=> identical digest)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def initial_state(config: TrainConfig, num_classes: int, image_size: int,
+                  init_dir: str | Path | None) -> dict[str, torch.Tensor]:
+    """The initial weights of (dataset, arch, size, seed): loaded from ``init_dir`` when already made,
+    otherwise built under ``torch.manual_seed(seed)`` and stored there for the other controls."""
+    path = None
+    if init_dir is not None:
+        path = Path(init_dir) / f"{config.arch}-{config.init_key(image_size, num_classes)}.pt"
+        if path.exists():
+            return load_torch(path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = build_model(config.arch, num_classes=num_classes, **_size_kwargs(config, image_size))
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if path is not None:
+        save_torch(path, state)
+    return state
+
+
+def _size_kwargs(config: TrainConfig, image_size: int) -> dict[str, Any]:
+    size = dict(config.model_size)
+    if config.arch == "vit" and "image_size" not in size:
+        size["image_size"] = image_size
+    return size
+
+
+def _make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    kwargs = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.uses_sam:
+        return SAM(model.parameters(), torch.optim.SGD, rho=config.sam_rho, **kwargs)
+    return torch.optim.SGD(model.parameters(), **kwargs)
+
+
+def _make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
+    if config.scheduler == "cosine":
+        # T_max counts scheduler steps; with scheduler_step="batch" this is the authors' bug
+        # (the rate cycles every 2 * T_max batches instead of decaying once over training).
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    return None
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: DeviceLoader, autocast: contextlib.AbstractContextManager
+             | None = None) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of ``model`` (eval mode) over ``loader``."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    for x, y in loader:
+        with autocast or contextlib.nullcontext():
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        count += y.numel()
+    model.train(was_training)
+    return {"loss": loss_sum / count, "accuracy": correct / count}
+
+
+def build_loaders(config: TrainConfig, data: ImageDataset, device: torch.device) -> tuple[DeviceLoader, DeviceLoader]:
+    """Train loader (shuffled, augmented per the control) and test loader (in order, clean)."""
+    train_idx = subset_indices(len(data.y_train), config.train_subset)
+    test_idx = subset_indices(len(data.y_test), config.test_subset)
+    train = DeviceLoader(data.x_train[train_idx], data.y_train[train_idx], config.batch_size, data.mean,
+                         data.std, shuffle=True, augmentation=config.augmentation, seed=config.seed,
+                         device=device, channels_last=config.channels_last)
+    test = DeviceLoader(data.x_test[test_idx], data.y_test[test_idx], 1000, data.mean, data.std,
+                        device=device, channels_last=config.channels_last)
+    return train, test
+
+
+def train(config: TrainConfig, out_dir: str | Path, *, data_root: str | None = None,
+          init_dir: str | Path | None = None, device: str | torch.device | None = "auto",
+          progress: bool = True, dataset: ImageDataset | None = None) -> TrainResult:
+    """Train one run to completion (or divergence), resuming from ``out_dir/checkpoint.pt`` if there.
+
+    Args:
+        config: the run.
+        out_dir: run directory (created).
+        data_root: dataset root (see :func:`sharpkit.data.load_dataset`).
+        init_dir: where the shared initial weights live (default ``out_dir/../init``).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+        progress: show a tqdm bar.
+        dataset: an already loaded dataset (skips loading; must be ``config.dataset``).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    init_dir = Path(init_dir) if init_dir is not None else out.parent / "init"
+    device = resolve_device(device)
+    if config.bf16 and device.type != "cuda":
+        raise ValueError("bf16 autocast is only offered on CUDA devices; drop --bf16 on the CPU.")
+    seed_everything(config.seed)
+
+    data = dataset if dataset is not None else load_dataset(config.dataset, root=data_root)
+    train_loader, test_loader = build_loaders(config, data, device)
+    init = initial_state(config, data.num_classes, data.image_size, init_dir)
+    model = build_model(config.arch, num_classes=data.num_classes, **_size_kwargs(config, data.image_size))
+    model.load_state_dict(init)
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = _make_optimizer(config, model)
+    scheduler = _make_scheduler(config, optimizer)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
+
+    ckpt_path = out / "checkpoint.pt"
+    start_epoch, log, wall_before = 0, [], 0.0
+    if ckpt_path.exists():
+        ckpt = load_torch(ckpt_path, map_location=device)
+        if json.loads(ckpt["config"]) != config.to_dict():
+            raise ValueError(
+                f"{ckpt_path} belongs to a different config; refusing to mix two runs. Use another --out "
+                "directory or delete the old one."
+            )
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["rng_cpu"])
+        if device.type == "cuda" and "rng_cuda" in ckpt:
+            torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
+        start_epoch, log, wall_before = int(ckpt["epoch"]), json.loads(ckpt["log"]), float(ckpt["wall_time_s"])
+        started = ckpt["started"] or None
+        if ckpt["status"] != "running":  # already finished: report it, rewrite result.json only if lost
+            metrics = json.loads(ckpt["result_metrics"])
+            if (out / "result.json").exists():
+                return _result_of(out, config, ckpt["status"], log, metrics)
+            return _finish(out, config, ckpt["status"], log, metrics, init, wall_before, device, started)
+    else:
+        started = utc_now()
+
+    t_start = time.perf_counter()
+    status, diverged_epoch = "running", None
+    bar = tqdm(range(start_epoch, config.epochs), initial=start_epoch, total=config.epochs, disable=not progress,
+               desc=f"{config.arch}/{config.control}/seed{config.seed}", unit="epoch")
+    for epoch in bar:
+        epoch_start = time.perf_counter()
+        model.train()
+        train_loader.set_epoch(epoch)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        finite = torch.ones((), dtype=torch.bool, device=device)
+        for x, y in train_loader:
+            with autocast:
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y)
+            loss.backward()
+            if config.uses_sam:
+                optimizer.first_step(zero_grad=True)
+                with autocast:
+                    F.cross_entropy(model(x).float(), y).backward()
+                optimizer.second_step(zero_grad=True)
+            else:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            if scheduler is not None and config.scheduler_step == "batch":
+                scheduler.step()
+            # Accumulate on the device; one synchronisation per epoch instead of per batch.
+            finite &= torch.isfinite(loss.detach())
+            loss_sum += loss.detach() * y.numel()
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += y.numel()
+        if scheduler is not None and config.scheduler_step == "epoch":
+            scheduler.step()
+        if not bool(finite):
+            status, diverged_epoch = "diverged", epoch + 1
+            log.append({"epoch": epoch + 1, "train_loss": float("nan"), "diverged": True})
+            break
+        test = evaluate(model, test_loader, autocast)
+        entry = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum.item() / seen,
+            "train_accuracy": correct.item() / seen,
+            "test_loss": test["loss"],
+            "test_accuracy": test["accuracy"],
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - epoch_start,
+        }
+        log.append(entry)
+        bar.set_postfix(loss=f"{entry['train_loss']:.3f}", test_acc=f"{entry['test_accuracy']:.3f}")
+        _write_log(out, log)
+        if epoch + 1 < config.epochs:
+            _save_checkpoint(ckpt_path, config, model, optimizer, scheduler, epoch + 1, log, "running", {},
+                             wall_before + time.perf_counter() - t_start, device, started)
+    bar.close()
+
+    if status == "diverged":
+        metrics: dict[str, float] = {}
+    else:
+        status = "ok"
+        last = log[-1]
+        metrics = {k: last[k] for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")}
+    _write_log(out, log)
+    wall = wall_before + time.perf_counter() - t_start
+    epoch_done = diverged_epoch - 1 if diverged_epoch else config.epochs
+    _save_checkpoint(ckpt_path, config, model, optimizer, scheduler, epoch_done, log, status, metrics, wall,
+                     device, started)
+    return _finish(out, config, status, log, metrics, init, wall, device, started)
+
+
+def _epochs_and_divergence(log: list[dict[str, Any]]) -> tuple[int, int | None]:
+    diverged = next((e["epoch"] for e in log if e.get("diverged")), None)
+    return sum(1 for e in log if not e.get("diverged")), diverged
+
+
+def _result_of(out: Path, config: TrainConfig, status: str, log: list[dict[str, Any]],
+               metrics: dict[str, float]) -> TrainResult:
+    epochs_completed, diverged_epoch = _epochs_and_divergence(log)
+    return TrainResult(status=status, out_dir=out, epochs_completed=epochs_completed, metrics=metrics,
+                       diverged_epoch=diverged_epoch)
+
+
+def _write_log(out: Path, log: list[dict[str, Any]]) -> None:
+    write_text(out / "log.jsonl", "".join(json.dumps(entry) + "\n" for entry in log))
+
+
+def _save_checkpoint(path: Path, config: TrainConfig, model, optimizer, scheduler, epoch: int,
+                     log: list[dict[str, Any]], status: str, metrics: dict[str, float], wall: float,
+                     device: torch.device, started: str | None) -> None:
+    # Only tensors, numbers and strings, so the file loads with weights_only=True.
+    state: dict[str, Any] = {
+        "format": "sharpkit-checkpoint-1",
+        "config": json.dumps(config.to_dict(), sort_keys=True),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else {},
+        "epoch": epoch,
+        "log": json.dumps(log),
+        "status": status,
+        "result_metrics": json.dumps(metrics),
+        "wall_time_s": wall,
+        "started": started or "",
+        "rng_cpu": torch.get_rng_state(),
+    }
+    if device.type == "cuda":
+        state["rng_cuda"] = torch.cuda.get_rng_state(device)
+    save_torch(path, state)
+
+
+def _finish(out: Path, config: TrainConfig, status: str, log: list[dict[str, Any]], metrics: dict[str, float],
+            init: dict[str, torch.Tensor], wall: float, device: torch.device, started: str | None) -> TrainResult:
+    epochs_completed, diverged_epoch = _epochs_and_divergence(log)
+    finite_metrics = {k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)}
+    record = {
+        "schema_version": RESULT_SCHEMA_VERSION,
+        "kind": "train",
+        "status": status,
+        "diverged_epoch": diverged_epoch,
+        "epochs_completed": epochs_completed,
+        "config": config.to_dict(),
+        "config_hash": config.config_hash(),
+        "uses_sam": config.uses_sam,
+        "metrics": finite_metrics,
+        "init_sha256": state_digest(init),
+        "wall_time_s": wall,
+        "started": started,
+        "finished": utc_now(),
+        "sharpkit_version": __version__,
+        "provenance": provenance(device),
+    }
+    write_json(out / "result.json", record)
+    return _result_of(out, config, status, log, finite_metrics)
