@@ -1,0 +1,127 @@
+"""The trainer: shared initialisation, shared data order, exact resume, divergence, provenance."""
+import json
+
+import pytest
+import torch
+
+import sharpkit.train as train_module
+from sharpkit.config import make_train_config
+from sharpkit.controls import CONTROLS
+from sharpkit.data import ImageDataset, load_dataset
+from sharpkit.io import load_torch
+from sharpkit.train import build_loaders, initial_state, train
+
+SIZE = {"width": 4}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    full = load_dataset("digits")
+    # 96 train / 64 test images keep every epoch well under a second.
+    return ImageDataset(full.name, full.x_train[:96], full.y_train[:96], full.x_test[:64], full.y_test[:64],
+                        full.classes, full.mean, full.std)
+
+
+def _config(control="baseline_sam", **kw):
+    args = dict(epochs=3, batch_size=32, model_size=SIZE, lr=0.05)
+    args.update(kw)
+    return make_train_config("resnet18", "digits", control, 0, **args)
+
+
+def test_six_controls_share_initial_weights_and_batch_order(digits, tmp_path):
+    states, orders = {}, {}
+    for name in CONTROLS:
+        config = _config(name)
+        states[name] = initial_state(config, digits.num_classes, digits.image_size, tmp_path / "init")
+        loader, _ = build_loaders(config, digits, torch.device("cpu"))
+        orders[name] = [torch.cat([y for _, y in (loader.set_epoch(e) or loader)]) for e in range(2)]
+    assert len(list((tmp_path / "init").iterdir())) == 1  # made once, reused
+    reference = states["baseline"]
+    for name in CONTROLS:
+        assert all(torch.equal(reference[k], states[name][k]) for k in reference)
+        assert all(torch.equal(a, b) for a, b in zip(orders["baseline"], orders[name]))
+    # a different seed starts elsewhere
+    other = initial_state(make_train_config("resnet18", "digits", "baseline", 1, model_size=SIZE),
+                          digits.num_classes, digits.image_size, None)
+    assert not torch.equal(other["conv1.weight"] if "conv1.weight" in other else next(iter(other.values())),
+                           reference["conv1.weight"] if "conv1.weight" in reference else next(iter(reference.values())))
+
+
+def test_trained_controls_record_the_same_init_digest(digits, tmp_path):
+    digests = set()
+    for name in ("baseline", "augmentation_sam"):
+        train(_config(name, epochs=1), tmp_path / name, dataset=digits, progress=False)
+        digests.add(json.loads((tmp_path / name / "result.json").read_text())["init_sha256"])
+    assert len(digests) == 1
+
+
+@pytest.mark.parametrize("control, extra", [
+    ("augmentation_sam", {}),
+    ("weight_decay", {"scheduler": "cosine", "scheduler_step": "batch"}),
+])
+def test_resume_after_a_crash_is_bit_identical(digits, tmp_path, monkeypatch, control, extra):
+    config = _config(control, **extra)
+    straight = train(config, tmp_path / "straight", dataset=digits, progress=False)
+
+    real_save = train_module._save_checkpoint
+    calls = {"n": 0}
+
+    def crash_after_first_epoch(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(train_module, "_save_checkpoint", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "resumed", dataset=digits, progress=False)
+    monkeypatch.setattr(train_module, "_save_checkpoint", real_save)
+    assert not (tmp_path / "resumed" / "result.json").exists()
+    resumed = train(config, tmp_path / "resumed", dataset=digits, progress=False)
+
+    a = load_torch(tmp_path / "straight" / "checkpoint.pt")["model"]
+    b = load_torch(tmp_path / "resumed" / "checkpoint.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert straight.metrics == resumed.metrics and resumed.epochs_completed == 3
+
+
+def test_outputs_checkpoint_log_and_result_with_provenance(digits, tmp_path):
+    result = train(_config("baseline", epochs=2), tmp_path / "run", dataset=digits, progress=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["status"] == "ok"
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in log] == [1, 2]
+    assert {"train_loss", "train_accuracy", "test_accuracy"} <= set(log[0])
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert record["status"] == "ok" and record["schema_version"] == 1
+    assert record["metrics"]["test_accuracy"] == log[-1]["test_accuracy"] == result.metrics["test_accuracy"]
+    assert record["config"] == _config("baseline", epochs=2).to_dict()
+    assert {"git", "versions", "hardware", "time"} <= set(record["provenance"])
+    assert record["provenance"]["versions"]["torch"] == torch.__version__.split("+")[0]
+    assert record["wall_time_s"] > 0
+
+
+def test_same_config_and_seed_give_identical_results(digits, tmp_path):
+    a = train(_config("augmentation", epochs=1), tmp_path / "a", dataset=digits, progress=False, init_dir=tmp_path / "ia")
+    b = train(_config("augmentation", epochs=1), tmp_path / "b", dataset=digits, progress=False, init_dir=tmp_path / "ib")
+    assert a.metrics == b.metrics
+
+
+def test_divergence_is_flagged_not_averaged(digits, tmp_path):
+    result = train(_config("baseline", lr=1e12, epochs=3), tmp_path / "boom", dataset=digits, progress=False)
+    record = json.loads((tmp_path / "boom" / "result.json").read_text())
+    assert result.status == record["status"] == "diverged"
+    assert record["diverged_epoch"] == result.diverged_epoch == 1
+    assert record["metrics"] == {}
+
+
+def test_resume_refuses_a_different_config(digits, tmp_path):
+    train(_config("baseline", epochs=1), tmp_path / "run", dataset=digits, progress=False)
+    with pytest.raises(ValueError, match="different config"):
+        train(_config("baseline_sam", epochs=1), tmp_path / "run", dataset=digits, progress=False)
+
+
+def test_wd_sam_bug_switch_only_affects_cifar10_weight_decay_sam():
+    assert make_train_config("resnet18", "cifar10", "weight_decay_sam", 0).uses_sam
+    assert not make_train_config("resnet18", "cifar10", "weight_decay_sam", 0, reproduce_wd_sam_bug=True).uses_sam
+    assert make_train_config("resnet18", "cifar100", "weight_decay_sam", 0, reproduce_wd_sam_bug=True).uses_sam
