@@ -1,0 +1,58 @@
+"""Controls, recipes and the typed run config."""
+import pytest
+
+from sharpkit.config import TrainConfig, make_train_config
+from sharpkit.controls import CONTROLS, recipe_for
+
+
+def test_six_controls_as_in_the_paper():
+    assert list(CONTROLS) == ["baseline", "baseline_sam", "augmentation", "augmentation_sam", "weight_decay",
+                              "weight_decay_sam"]
+    for name, control in CONTROLS.items():
+        assert control.sam == name.endswith("_sam")
+        assert control.augmentation == name.startswith("augmentation")
+        assert control.weight_decay == (5e-4 if name.startswith("weight_decay") else 0.0)
+
+
+@pytest.mark.parametrize("dataset, lr, scheduler, step, augmentation", [
+    ("cifar10", 0.001, "none", "epoch", "crop_flip"),
+    ("cifar100", 0.01, "cosine", "batch", "crop_flip"),
+    ("tinyimagenet", 0.001, "none", "epoch", "resized_crop_flip"),
+    ("digits", 0.001, "none", "epoch", "crop_flip"),
+    ("npz:/x/y.npz", 0.001, "none", "epoch", "crop_flip"),
+])
+def test_recipes_follow_the_protocol(dataset, lr, scheduler, step, augmentation):
+    config = make_train_config("resnet18", dataset, "augmentation_sam", 3)
+    assert (config.lr, config.scheduler, config.scheduler_step) == (lr, scheduler, step)
+    assert (config.momentum, config.batch_size, config.epochs, config.sam_rho) == (0.9, 256, 100, 0.05)
+    assert config.augmentation == augmentation and config.sam and config.weight_decay == 0.0
+    assert recipe_for(dataset).lr == lr
+
+
+def test_overrides_and_round_trip():
+    config = make_train_config("vgg19", "cifar100", "weight_decay", 1, epochs=5, scheduler_step="epoch",
+                               model_size={"width": 8})
+    assert config.weight_decay == 5e-4 and not config.sam and config.augmentation == "none"
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert config.config_hash() == TrainConfig.from_dict(config.to_dict()).config_hash()
+    assert config.config_hash() != make_train_config("vgg19", "cifar100", "weight_decay", 2, epochs=5,
+                                                     scheduler_step="epoch", model_size={"width": 8}).config_hash()
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (dict(epochs=0), "epochs"),
+    (dict(lr=-1.0), "lr"),
+    (dict(scheduler_step="iteration"), "scheduler_step"),
+    (dict(augmentation="mixup"), "augmentation"),
+    (dict(train_subset=0), "train_subset"),
+])
+def test_bad_values_name_the_field(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        make_train_config("resnet18", "cifar10", "baseline", 0, **overrides)
+
+
+def test_unknown_control_and_fields():
+    with pytest.raises(ValueError, match="baseline_sam"):
+        make_train_config("resnet18", "cifar10", "mixup", 0)
+    with pytest.raises(ValueError, match="Unknown TrainConfig"):
+        TrainConfig.from_dict({**make_train_config("resnet18", "cifar10", "baseline", 0).to_dict(), "colour": 1})
