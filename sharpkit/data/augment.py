@@ -16,23 +16,44 @@ import torch
 import torch.nn.functional as F
 
 
-def random_crop(x: torch.Tensor, padding: int, fill: int, generator: torch.Generator) -> torch.Tensor:
+def random_crop(x: torch.Tensor, padding: int, fill: int, generator: torch.Generator,
+                flip: torch.Tensor | None = None) -> torch.Tensor:
     """Pad every image by ``padding`` pixels of value ``fill`` and take a random crop of the
     original size, as ``torchvision.transforms.RandomCrop(size, padding, fill)`` does per image.
 
     Args:
         x: uint8 (B, C, H, W). The offsets are drawn on the CPU from ``generator`` so the result does not
             depend on the device.
+        flip: optional bool (B,): mirror these crops left-right in the same gather (one pass over the
+            batch instead of two).
     """
     b, c, h, w = x.shape
     padded = F.pad(x, (padding, padding, padding, padding), value=fill)
     top = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x.device)
     left = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x.device)
+    span = torch.arange(w, device=x.device)
+    if flip is not None:
+        span = torch.where(flip.to(x.device)[:, None], span.flip(0), span)  # (B, W)
     rows = (top[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (B, H, 1)
-    cols = (left[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (B, 1, W)
+    cols = (left[:, None] + span)[:, None, :]  # (B, 1, W)
     batch = torch.arange(b, device=x.device)[:, None, None]
     # Advanced indexing with the channel slice in the middle puts channels last: (B, H, W, C).
     return padded[batch, :, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
+def random_crop_flip(x: torch.Tensor, padding: int, fill: int, generator: torch.Generator,
+                     p: float = 0.5) -> torch.Tensor:
+    """``random_crop`` then ``random_horizontal_flip`` (same draws, same result) in one gather."""
+    b = x.shape[0]
+    # Draw in the order of the two-step version: crop offsets first, then the flip coins.
+    state = generator.get_state()
+    torch.randint(0, 2 * padding + 1, (2 * b,), generator=generator)
+    flip = torch.rand(b, generator=generator) < p
+    after = generator.get_state()
+    generator.set_state(state)
+    out = random_crop(x, padding, fill, generator, flip=flip)
+    generator.set_state(after)
+    return out
 
 
 def random_horizontal_flip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:

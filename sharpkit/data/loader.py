@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .._validation import check_choice, check_positive
-from .augment import random_crop, random_horizontal_flip, random_resized_crop
+from .augment import random_crop_flip, random_horizontal_flip, random_resized_crop
 
 AUGMENTATIONS = ("none", "crop_flip", "resized_crop_flip")
 _ORDER_STREAM, _AUGMENT_STREAM = 0, 1
@@ -114,12 +114,11 @@ class DeviceLoader:
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 or 0-255 float images -> ``(x / 255 - mean) / std``."""
-        return x.float() * self._scale - self._shift
+        return torch.addcmul(-self._shift, x.float(), self._scale)
 
     def _augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.augmentation == "crop_flip":
-            x = random_crop(x, padding=4, fill=128, generator=generator)
-            return random_horizontal_flip(x, generator)
+            return random_crop_flip(x, padding=4, fill=128, generator=generator)
         if self.augmentation == "resized_crop_flip":
             x = random_resized_crop(x, x.shape[-1], generator)
             return random_horizontal_flip(x, generator)

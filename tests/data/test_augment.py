@@ -64,3 +64,14 @@ def test_augmentations_are_deterministic_per_generator_seed():
     a = random_horizontal_flip(random_crop(x, 4, 128, torch.Generator().manual_seed(9)), torch.Generator().manual_seed(9))
     b = random_horizontal_flip(random_crop(x, 4, 128, torch.Generator().manual_seed(9)), torch.Generator().manual_seed(9))
     assert torch.equal(a, b)
+
+
+def test_fused_crop_flip_equals_crop_then_flip():
+    from sharpkit.data.augment import random_crop_flip
+
+    x = _images(64)
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    two_step = random_horizontal_flip(random_crop(x, 4, 128, g1), g1)
+    fused = random_crop_flip(x, 4, 128, g2)
+    assert torch.equal(two_step, fused)
+    assert torch.equal(g1.get_state(), g2.get_state())  # the stream continues identically

@@ -1,0 +1,74 @@
+r"""Fisher-Rao norm of a classifier, analytic form for softmax cross-entropy.
+
+Source: Liang, Poggio, Rakhlin and Stokes, "Fisher-Rao Metric, Geometry, and Complexity of Neural
+Networks" (AISTATS 2019), analytic formula of their appendix for the cross-entropy loss, as used by
+the paper's code (``../shared/docs/paper-protocol.md``):
+
+.. math::
+    \|\theta\|_{\mathrm{FR}} = \sqrt{(L + 1)^2 \, \frac{1}{N}\sum_{n=1}^{N}
+        \bigl(\langle \mathrm{softmax}(f_n), f_n \rangle - f_n[y_n]\bigr)^2}
+
+with :math:`f_n` the logits of sample :math:`n`, :math:`y_n` its label and :math:`L` the depth:
+the number of ``Linear``/``Conv1d``/``Conv2d``/``Conv3d``/``Embedding`` modules (ResNet-18: 21,
+VGG-19: 18). Unitless (logit scale). Computed in eval mode over the whole loader it is given (the
+training loader, augmented for augmentation controls).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from .._validation import check_positive
+from ._common import check_logits_labels, eval_mode, iterate_batches, model_device_dtype
+
+__all__ = ["count_layers", "fisher_rao_norm", "fisher_rao_norm_from_logits", "fisher_rao_terms"]
+
+_COUNTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding)
+
+
+def count_layers(model: nn.Module) -> int:
+    """Depth L of the Fisher-Rao formula: number of Linear/Conv1d/Conv2d/Conv3d/Embedding modules
+    (subclasses included, each shared module once), as the authors' code counts."""
+    return sum(isinstance(module, _COUNTED) for module in model.modules())
+
+
+def fisher_rao_terms(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample :math:`\\langle \\mathrm{softmax}(f_n), f_n\\rangle - f_n[y_n]`, shape (N,),
+    in float64 (softmax in the logits' dtype, as the authors' code)."""
+    check_logits_labels(logits, labels)
+    inner = (torch.softmax(logits, dim=1).double() * logits.double()).sum(dim=1)
+    return inner - logits.gather(1, labels.view(-1, 1)).squeeze(1).double()
+
+
+def fisher_rao_norm_from_logits(logits: torch.Tensor, labels: torch.Tensor, depth: int) -> float:
+    """Fisher-Rao norm (module formula) from precomputed logits (N, C) and labels (N,)."""
+    check_positive("depth", depth, allow_zero=True, integer=True)
+    terms = fisher_rao_terms(logits, labels)
+    return math.sqrt((depth + 1) ** 2 * float((terms ** 2).mean()))
+
+
+@torch.no_grad()
+def fisher_rao_norm(model: nn.Module, loader: Iterable, depth: int | None = None) -> float:
+    """Fisher-Rao norm (module formula) of ``model`` over every batch of ``loader``.
+
+    Runs in eval mode without gradients, batch by batch (memory O(batch x classes)); the model's
+    train/eval flags are restored afterwards.
+
+    Args:
+        model: classifier returning logits.
+        loader: re-iterable of ``(x, y)`` batches (the training loader, as the paper).
+        depth: L of the formula; default :func:`count_layers` (the authors' convention).
+    """
+    if depth is None:
+        depth = count_layers(model)
+    check_positive("depth", depth, allow_zero=True, integer=True)
+    device, dtype = model_device_dtype(model)
+    total, count = torch.zeros((), dtype=torch.float64, device=device), 0
+    with eval_mode(model):
+        for x, y in iterate_batches(loader, device, dtype):
+            total += (fisher_rao_terms(model(x), y) ** 2).sum()
+            count += y.shape[0]
+    return math.sqrt((depth + 1) ** 2 * float(total) / count)

@@ -1,0 +1,282 @@
+r"""Relative flatness (Petzka et al.) of the classifier layer, in closed form for softmax cross-entropy.
+
+Source: Petzka, Kamp, Adilova, Sminchisescu and Boley, "Relative Flatness and Generalization"
+(NeurIPS 2021), neuronwise measure (Adilova et al. 2023, eq. 1), as the paper's code applies it to
+the final ``classifier`` layer (``../shared/docs/paper-protocol.md``):
+
+.. math::
+    \kappa_b = \sum_{s,s'=1}^{C} \langle W_s, W_{s'} \rangle \,\mathrm{Tr}\,H_{s,s'},
+    \qquad H_{s,s'} = \Bigl[\frac{\partial^2 \mathcal E_b}
+                              {\partial W_{st}\,\partial W_{s't'}}\Bigr]_{t,t'=1}^{d}
+
+with :math:`W \in \mathbb R^{C \times d}` the classifier weight, :math:`W_s` its row s (the weights into
+output neuron s, Petzka et al.'s :math:`\mathbf w_s`; the authors' code also pairs rows
+``W[i, :]`` with the block ``d^2 E / dW[j, t] dW[i, t']``), and :math:`\mathcal E_b` the mean
+cross-entropy of batch b.
+
+Closed form. With features :math:`\phi_n`, logits :math:`z_n = W\phi_n + b` and
+:math:`p_n = \mathrm{softmax}(z_n)`, the Hessian of the cross-entropy w.r.t. the logits is
+:math:`\mathrm{diag}(p_n) - p_n p_n^\top` (independent of the label), so
+:math:`\mathrm{Tr}\,H_{s,s'} = \frac{1}{n_b}\sum_n (\delta_{ss'} p_{ns} - p_{ns}p_{ns'})\,\|\phi_n\|^2` and
+
+.. math::
+    \kappa_b = \frac{1}{n_b}\sum_{n \in b} \|\phi_n\|^2
+        \Bigl(\sum_s p_{ns}\|W_s\|^2 - \bigl\|\sum_s p_{ns} W_s\bigr\|^2\Bigr)
+      = \frac{1}{n_b}\sum_{n \in b} \|\phi_n\|^2 \sum_{t=1}^{d} \mathrm{Var}_{s \sim p_n}(W_{st}),
+
+which is the form of the protocol and of issue 3 (with :math:`W_i` the *rows*).
+
+Normalisation (the authors' std reparametrisation): :math:`\sigma_t` = std (ddof=0) of feature t
+over the whole loader; features :math:`\phi/\sigma` and classifier columns :math:`W_{:,t}\sigma_t`
+(the logits are unchanged). Then with :math:`a_{nt} = \phi_{nt}^2` and
+:math:`c_{nt} = \mathrm{Var}_{s\sim p_n}(W_{st})` (unnormalised quantities),
+
+.. math::
+    \kappa_b = \frac{1}{n_b}\sum_n \Bigl(\sum_t \frac{a_{nt}}{\sigma_t^2}\Bigr)
+               \Bigl(\sum_{t'} \sigma_{t'}^2 c_{nt'}\Bigr) = u^\top M_b\, v,
+    \quad M_b = \frac{1}{n_b} a^\top c,\; u = \sigma^{-2},\; v = \sigma^2 .
+
+So one pass suffices: accumulate :math:`\sum_b M_b` (d x d) and the feature moments, apply
+:math:`\sigma` at the end. Memory O(batch x (classes + features) + features^2), no (C, d, C, d)
+Hessian and no second-order autograd.
+
+A feature with :math:`\sigma_t = 0` (up to rounding: :math:`\sigma_t \le 10^{-12}|\bar\phi_t|`) is
+constant over the loader, so :math:`W_{:,t}\phi_t` is the same for every sample: it is folded into
+the bias and the feature and its column are dropped (:math:`u_t = v_t = 0`; the function is
+unchanged). For a dead ReLU unit (:math:`\phi_t = 0`, the case that occurs in practice) this is
+exactly what the authors' code computes (it multiplies the column by :math:`\sigma_t = 0` and skips
+the division); for a constant non-zero feature their in-place edit changes the network's function.
+
+Reductions: ``"sum_batches"`` (the authors' convention) returns :math:`\sum_b \kappa_b`, which grows
+with the number of batches; ``"mean"`` returns :math:`\kappa` of the mean loss over all samples
+(:math:`\sum_b \frac{n_b}{N}\kappa_b`), independent of the batch size. Unitless (nats).
+
+Differences to the authors' code, all deliberate: the reparametrisation is not done in place on the
+model (theirs edits the two parameter tensors before the classifier, which preserves the function
+for VGG and ViT but not ResNet); sigma and kappa come from the same pass over the loader (theirs
+iterates it twice, so with augmentation sigma is estimated on other augmented copies); float64
+arithmetic for the head.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._validation import check_choice
+from ._common import eval_mode, iterate_batches, model_device_dtype
+
+__all__ = [
+    "relative_flatness",
+    "relative_flatness_exact",
+    "relative_flatness_exact_from_features",
+    "relative_flatness_from_features",
+]
+
+REDUCTIONS = ("sum_batches", "mean")
+
+
+def _check_head(weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    if not torch.is_tensor(weight) or weight.ndim != 2 or not weight.is_floating_point():
+        raise ValueError("Expected the classifier `weight` as a floating tensor of shape (C, d), but got "
+                         f"{tuple(weight.shape) if torch.is_tensor(weight) else type(weight).__name__}.")
+    if bias is not None and (not torch.is_tensor(bias) or bias.shape != (weight.shape[0],)):
+        raise ValueError(f"Expected the classifier `bias` of shape ({weight.shape[0]},) or None, but got "
+                         f"{tuple(bias.shape) if torch.is_tensor(bias) else type(bias).__name__}.")
+
+
+def _check_features(phi: torch.Tensor, width: int) -> None:
+    if not torch.is_tensor(phi) or phi.ndim != 2 or phi.shape[1] != width or phi.shape[0] == 0:
+        raise ValueError(
+            f"Expected every feature batch as a tensor of shape (B, {width}) with B > 0 (the classifier's "
+            f"input width), but got {tuple(phi.shape) if torch.is_tensor(phi) else type(phi).__name__}."
+        )
+
+
+def _non_constant(sigma: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    # Rounding leaves sigma ~ 1e-16 |mean| for a feature whose values are all equal; genuine variation
+    # of float32 features is at least ~1e-10 |mean| even on 10^8 samples.
+    return sigma > 1e-12 * mean.abs()
+
+
+def _classifier(model: nn.Module) -> nn.Linear:
+    classifier = getattr(model, "classifier", None)
+    if not isinstance(classifier, nn.Linear) or not callable(getattr(model, "features", None)):
+        raise ValueError(
+            "Expected a model with a `classifier` nn.Linear and a `features(x)` method returning its "
+            "input (sharpkit's model contract), but got "
+            f"{type(model).__name__} with classifier {type(classifier).__name__}."
+        )
+    return classifier
+
+
+class _ClosedForm:
+    """Streaming accumulator of the closed form (see the module docstring)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, normalize: bool,
+                 reduction: str) -> None:
+        _check_head(weight, bias)
+        self.weight = weight.detach().double()
+        self.bias = None if bias is None else bias.detach().double()
+        # Var_{s~p}(W_st) is shift-invariant in s; centring the columns shrinks the cancellation in
+        # E[W^2] - E[W]^2 for confident predictions.
+        centred = self.weight - self.weight.mean(dim=0, keepdim=True)
+        self.centred, self.centred_sq = centred, centred ** 2
+        self.normalize, self.reduction = normalize, reduction
+        width = weight.shape[1]
+        zeros = dict(dtype=torch.float64, device=weight.device)
+        self.count = 0
+        self.total = torch.zeros((), **zeros)                                       # unnormalised kappa
+        self.moment = torch.zeros((width, width), **zeros) if normalize else None   # sum_b M_b
+        self.mean = torch.zeros(width, **zeros)
+        self.m2 = torch.zeros(width, **zeros)
+
+    def update(self, phi: torch.Tensor) -> None:
+        _check_features(phi, self.weight.shape[1])
+        phi = phi.detach().to(device=self.weight.device, dtype=torch.float64)     # (B, d)
+        logits = phi @ self.weight.T
+        if self.bias is not None:
+            logits = logits + self.bias
+        p = torch.softmax(logits, dim=1)                                            # (B, C)
+        first = p @ self.centred                                                    # (B, d)
+        var = (p @ self.centred_sq - first ** 2).clamp_min_(0.0)                    # c_nt, (B, d)
+        sq = phi ** 2                                                               # a_nt, (B, d)
+        n = phi.shape[0]
+        factor = 1.0 / n if self.reduction == "sum_batches" else 1.0
+        if self.normalize:
+            self.moment += (sq.T @ var) * factor
+            # Chan et al.'s pairwise update of the feature mean and sum of squared deviations.
+            batch_mean = phi.mean(dim=0)
+            delta = batch_mean - self.mean
+            total = self.count + n
+            self.mean += delta * (n / total)
+            self.m2 += ((phi - batch_mean) ** 2).sum(dim=0) + delta ** 2 * (self.count * n / total)
+        else:
+            self.total += (sq.sum(dim=1) * var.sum(dim=1)).sum() * factor
+        self.count += n
+
+    def compute(self) -> float:
+        if self.count == 0:
+            raise ValueError("Expected at least one feature batch, but got none.")
+        if self.normalize:
+            sigma = torch.sqrt(self.m2 / self.count)
+            kept = _non_constant(sigma, self.mean)  # constant features are folded into the bias
+            u = torch.where(kept, sigma, 1.0).pow(-2) * kept
+            v = sigma.pow(2) * kept
+            value = u @ self.moment @ v
+        else:
+            value = self.total
+        if self.reduction == "mean":
+            value = value / self.count
+        return float(value)
+
+
+def relative_flatness_from_features(features: Iterable[torch.Tensor], weight: torch.Tensor,
+                                    bias: torch.Tensor | None = None, normalize_features: bool = True,
+                                    reduction: str = "sum_batches") -> float:
+    """Relative flatness (closed form of the module docstring) from precomputed feature batches.
+
+    Args:
+        features: iterable of (B, d) feature batches (the classifier's inputs); one pass.
+        weight: classifier weight (C, d); bias: (C,) or None.
+        normalize_features: apply the std reparametrisation (the paper's convention).
+        reduction: ``"sum_batches"`` (paper) or ``"mean"``.
+    """
+    check_choice("reduction", reduction, REDUCTIONS)
+    accumulator = _ClosedForm(weight, bias, normalize_features, reduction)
+    for phi in features:
+        accumulator.update(phi)
+    return accumulator.compute()
+
+
+@torch.no_grad()
+def relative_flatness(model: nn.Module, loader: Iterable, normalize_features: bool = True,
+                      reduction: str = "sum_batches") -> float:
+    """Relative flatness of ``model.classifier`` over ``loader`` (closed form, one pass, eval mode).
+
+    The model is not modified (the reparametrisation is applied to copies of the head in float64);
+    its train/eval flags are restored afterwards.
+
+    Args:
+        model: a sharpkit model (``features(x)`` feeds ``classifier``, an ``nn.Linear``).
+        loader: re-iterable of ``(x, y)`` batches (the training loader, as the paper); iterated once.
+        normalize_features: std reparametrisation (paper: True).
+        reduction: ``"sum_batches"`` (paper: sum of per-batch kappas) or ``"mean"`` (dataset kappa).
+    """
+    check_choice("reduction", reduction, REDUCTIONS)
+    classifier = _classifier(model)
+    device, dtype = model_device_dtype(model)
+    accumulator = _ClosedForm(classifier.weight, classifier.bias, normalize_features, reduction)
+    with eval_mode(model):
+        for x, _ in iterate_batches(loader, device, dtype):
+            accumulator.update(model.features(x))
+    return accumulator.compute()
+
+
+def relative_flatness_exact_from_features(batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                                          weight: torch.Tensor, bias: torch.Tensor | None = None,
+                                          normalize_features: bool = True,
+                                          reduction: str = "sum_batches") -> float:
+    """Relative flatness by its definition, through the full (C, d, C, d) Hessian by autograd.
+
+    The reference for tests on small layers: per batch the Hessian of the batch-mean cross-entropy
+    w.r.t. the (reparametrised) weight is built by autograd (``torch.func.jacrev`` twice) in float64,
+    its d x d blocks are traced and paired with the row Gram matrix. Memory O((C d)^2) per batch.
+
+    Args:
+        batches: iterable of ``(features (B, d), labels (B,))``; materialised (sigma needs all of it).
+        weight, bias, normalize_features, reduction: as :func:`relative_flatness_from_features`.
+    """
+    check_choice("reduction", reduction, REDUCTIONS)
+    _check_head(weight, bias)
+    batches = [(phi.detach().double(), y) for phi, y in batches]
+    if not batches:
+        raise ValueError("Expected at least one (features, labels) batch, but got none.")
+    for phi, _ in batches:
+        _check_features(phi, weight.shape[1])
+    w = weight.detach().double()
+    b = None if bias is None else bias.detach().double()
+    kept = torch.ones(w.shape[1], dtype=torch.bool, device=w.device)
+    sigma = torch.ones(w.shape[1], dtype=torch.float64, device=w.device)
+    if normalize_features:
+        everything = torch.cat([phi for phi, _ in batches]).to(w.device)
+        sigma = everything.std(dim=0, unbiased=False)
+        kept = _non_constant(sigma, everything.mean(dim=0))
+    w_scaled = w[:, kept] * sigma[kept]                                    # columns W[:, t] * sigma_t
+    gram = w_scaled @ w_scaled.T                                           # <W_s, W_s'>
+    total_count = sum(phi.shape[0] for phi, _ in batches)
+    value = torch.zeros((), dtype=torch.float64)
+    for phi, y in batches:
+        phi = phi.to(w.device)
+        # Constant features enter as a per-sample-constant offset (a bias), not as weights.
+        offset = phi[:, ~kept] @ w[:, ~kept].T if b is None else phi[:, ~kept] @ w[:, ~kept].T + b
+        phi_scaled = phi[:, kept] / sigma[kept]
+
+        def loss(v: torch.Tensor, phi_scaled: torch.Tensor = phi_scaled, offset: torch.Tensor = offset,
+                 y: torch.Tensor = y) -> torch.Tensor:
+            return F.cross_entropy(phi_scaled @ v.T + offset, y.to(w.device))
+
+        # Reverse-over-reverse: the fastest of torch's full-Hessian routes on CPU for this shape.
+        hessian = torch.func.jacrev(torch.func.jacrev(loss))(w_scaled)               # (C, d, C, d)
+        traces = torch.einsum("itjt->ij", hessian)                                    # Tr H_{s,s'}
+        kappa = (gram * traces).sum().cpu()
+        value += kappa if reduction == "sum_batches" else kappa * phi.shape[0] / total_count
+    return float(value)
+
+
+def relative_flatness_exact(model: nn.Module, loader: Iterable, normalize_features: bool = True,
+                            reduction: str = "sum_batches") -> float:
+    """:func:`relative_flatness` through the full Hessian by autograd (reference for small layers).
+
+    Features are collected in eval mode without gradients (the loader is iterated once), then
+    :func:`relative_flatness_exact_from_features` is applied.
+    """
+    check_choice("reduction", reduction, REDUCTIONS)
+    classifier = _classifier(model)
+    device, dtype = model_device_dtype(model)
+    with torch.no_grad(), eval_mode(model):
+        batches = [(model.features(x), y) for x, y in iterate_batches(loader, device, dtype)]
+    return relative_flatness_exact_from_features(batches, classifier.weight, classifier.bias,
+                                                 normalize_features, reduction)
