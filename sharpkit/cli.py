@@ -81,6 +81,73 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0 if result.status == "ok" else 3
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    from .evaluate import METRICS
+
+    p = sub.add_parser("evaluate", help="compute the paper's metrics for a trained run",
+                       description="Compute metrics of a finished run and add them to its result.json.")
+    p.add_argument("run_dir", help="a run directory written by `sharpkit train`")
+    p.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS), metavar="METRIC",
+                   help=f"metrics to compute (default: all of {', '.join(METRICS)})")
+    p.add_argument("--sam-samples", type=int, default=100, help="random perturbations for SAM sharpness")
+    p.add_argument("--sam-convention", choices=["paper", "clean"], default="paper")
+    p.add_argument("--train-fraction", type=float, default=1.0,
+                   help="fraction of the training set the sharpness metrics use (fixed split, seed 42)")
+    p.add_argument("--rf-fraction", type=float, help="fraction for relative flatness (default: --train-fraction)")
+    p.add_argument("--batch-size", type=int, default=256, help="batch size of the sharpness metrics' loader")
+    p.add_argument("--clean-train-data", action="store_true",
+                   help="measure augmentation controls on clean training data (the paper uses augmented)")
+    p.add_argument("--corrupted", help="a corrupted set, e.g. cifar10-c or cifar10-c:DIR (default: generate one)")
+    p.add_argument("--corruption-subset", type=int, default=1000, help="test images to corrupt when generating")
+    p.add_argument("--corruption-cache", help="where generated corrupted sets live (default: DATA_ROOT/generated-c)")
+    p.add_argument("--data-root", help="dataset root")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import EvalSettings, evaluate_run
+
+    settings = EvalSettings(metrics=tuple(args.metrics), batch_size=args.batch_size,
+                            train_fraction=args.train_fraction, relative_flatness_fraction=args.rf_fraction,
+                            augmented=not args.clean_train_data, sam_samples=args.sam_samples,
+                            sam_convention=args.sam_convention, corrupted=args.corrupted,
+                            corruption_subset=args.corruption_subset)
+    values = evaluate_run(args.run_dir, settings, data_root=args.data_root, device=args.device,
+                          cache_dir=args.corruption_cache, progress=not args.no_progress)
+    for name, value in values.items():
+        print(f"{name:24s} {value:.6g}")
+    print(f"added to {args.run_dir}/result.json")
+    return 0
+
+
+def _add_corrupt(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("corrupt", help="write a dataset's test split in the CIFAR-10-C .npy layout",
+                       description="Generate CIFAR-10-C style corruptions (severities 1-5) of a test split.")
+    p.add_argument("--dataset", required=True, help="clean dataset name (cifar10, digits, npz:PATH, ...)")
+    p.add_argument("--out", required=True, help="output folder (<corruption>.npy + labels.npy)")
+    p.add_argument("--test-subset", type=int, help="corrupt a fixed random subset of N test images")
+    p.add_argument("--corruptions", nargs="+", help="which corruptions (default: all available)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-root", help="dataset root")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_corrupt)
+
+
+def _cmd_corrupt(args: argparse.Namespace) -> int:
+    from .corruptions import write_corrupted_npy
+    from .data import load_dataset, subset_indices
+
+    data = load_dataset(args.dataset, root=args.data_root)
+    idx = subset_indices(len(data.y_test), args.test_subset, seed=args.seed)
+    written = write_corrupted_npy(data.x_test[idx], data.y_test[idx], args.out, corruptions=args.corruptions,
+                                  seed=args.seed, progress=not args.no_progress)
+    print(f"wrote {len(written)} corruptions x 5 severities of {len(idx)} images to {args.out}: {', '.join(written)}")
+    print(f"load with: sharpkit evaluate RUN --corrupted cifar10-c:{args.out}")
+    return 0
+
+
 def _add_listings(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list registered model architectures")
     p.set_defaults(func=lambda args: _print_list(__import__("sharpkit.models", fromlist=["x"]).list_models()))
@@ -105,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sharpkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
+    _add_evaluate(sub)
+    _add_corrupt(sub)
     _add_listings(sub)
     return parser
 

@@ -193,7 +193,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, data_root: str | None = N
             metrics = json.loads(ckpt["result_metrics"])
             if (out / "result.json").exists():
                 return _result_of(out, config, ckpt["status"], log, metrics)
-            return _finish(out, config, ckpt["status"], log, metrics, init, wall_before, device, started)
+            return _finish(out, config, ckpt["status"], log, metrics, init, wall_before, device, started,
+                           _data_info(data, train_loader, test_loader))
     else:
         started = utc_now()
 
@@ -267,7 +268,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, data_root: str | None = N
     epoch_done = diverged_epoch - 1 if diverged_epoch else config.epochs
     _save_checkpoint(ckpt_path, config, model, optimizer, scheduler, epoch_done, log, status, metrics, wall,
                      device, started)
-    return _finish(out, config, status, log, metrics, init, wall, device, started)
+    return _finish(out, config, status, log, metrics, init, wall, device, started,
+                   _data_info(data, train_loader, test_loader))
 
 
 def _epochs_and_divergence(log: list[dict[str, Any]]) -> tuple[int, int | None]:
@@ -309,8 +311,14 @@ def _save_checkpoint(path: Path, config: TrainConfig, model, optimizer, schedule
     save_torch(path, state)
 
 
+def _data_info(data: ImageDataset, train_loader: DeviceLoader, test_loader: DeviceLoader) -> dict[str, Any]:
+    return {"name": data.name, "num_classes": data.num_classes, "image_size": data.image_size,
+            "train_images": int(train_loader.labels.numel()), "test_images": int(test_loader.labels.numel())}
+
+
 def _finish(out: Path, config: TrainConfig, status: str, log: list[dict[str, Any]], metrics: dict[str, float],
-            init: dict[str, torch.Tensor], wall: float, device: torch.device, started: str | None) -> TrainResult:
+            init: dict[str, torch.Tensor], wall: float, device: torch.device, started: str | None,
+            data_info: dict[str, Any]) -> TrainResult:
     epochs_completed, diverged_epoch = _epochs_and_divergence(log)
     finite_metrics = {k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)}
     record = {
@@ -321,6 +329,7 @@ def _finish(out: Path, config: TrainConfig, status: str, log: list[dict[str, Any
         "epochs_completed": epochs_completed,
         "config": config.to_dict(),
         "config_hash": config.config_hash(),
+        "data": data_info,
         "uses_sam": config.uses_sam,
         "metrics": finite_metrics,
         "init_sha256": state_digest(init),

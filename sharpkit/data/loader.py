@@ -114,7 +114,7 @@ class DeviceLoader:
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 or 0-255 float images -> ``(x / 255 - mean) / std``."""
-        return torch.addcmul(-self._shift, x.float(), self._scale)
+        return x.float() * self._scale - self._shift
 
     def _augment(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.augmentation == "crop_flip":

@@ -1,0 +1,110 @@
+"""`sharpkit evaluate`: every metric into result.json, on the data the protocol prescribes."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sharpkit import metrics as M
+from sharpkit.cli import main
+from sharpkit.config import make_train_config
+from sharpkit.data import DeviceLoader, ImageDataset, load_dataset, subset_indices
+from sharpkit.evaluate import EvalSettings, decode_predictions, encode_predictions, evaluate_run, load_run
+from sharpkit.train import train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, digits):
+    out = tmp_path_factory.mktemp("runs")
+    config = make_train_config("resnet18", "digits", "augmentation", 0, epochs=1, batch_size=32, lr=0.05,
+                               model_size={"width": 4}, train_subset=96, test_subset=64)
+    train(config, out / "run", dataset=digits, progress=False)
+    return out / "run"
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, digits):
+    """A model that actually learned digits (test accuracy well above chance)."""
+    out = tmp_path_factory.mktemp("trained")
+    config = make_train_config("resnet18", "digits", "baseline", 0, epochs=6, batch_size=64, lr=0.05,
+                               model_size={"width": 8})
+    train(config, out / "run", dataset=digits, progress=False)
+    return out / "run"
+
+
+SMALL = EvalSettings(sam_samples=3, corruption_subset=24, batch_size=32)
+
+
+def test_every_metric_lands_in_result_json_and_matches_direct_calls(tiny_run, digits, tmp_path):
+    values = evaluate_run(tiny_run, SMALL, dataset=digits, progress=False, cache_dir=tmp_path)
+    record = json.loads((tiny_run / "result.json").read_text())
+    stored = record["evaluation"]["metrics"]
+    assert set(SMALL.metrics) <= set(stored) and stored == {**stored, **values}
+    assert stored["test_accuracy"] == pytest.approx(record["metrics"]["test_accuracy"])
+    assert record["evaluation"]["settings"]["sam_samples"] == 3
+    assert "frost" not in record["evaluation"]["details"]["corruption"]["corruptions"]
+    assert len(record["evaluation"]["details"]["corruption"]["corruptions"]) == 18
+
+    # Fisher-Rao on the same (augmented, run-seeded) training loader, computed directly.
+    config, model, _ = load_run(tiny_run)
+    idx = subset_indices(len(digits.y_train), 96)
+    loader = DeviceLoader(digits.x_train[idx], digits.y_train[idx], 32, digits.mean, digits.std, shuffle=True,
+                          augmentation="crop_flip", seed=0)
+    assert stored["fisher_rao_norm"] == pytest.approx(M.fisher_rao_norm(model, loader), rel=1e-12)
+    test_idx = subset_indices(len(digits.y_test), 64)
+    logits = model(DeviceLoader(digits.x_test[test_idx], digits.y_test[test_idx], 64, digits.mean, digits.std)
+                   .normalize(digits.x_test[test_idx])).detach()
+    assert stored["test_ece"] == pytest.approx(M.ece(logits, digits.y_test[test_idx]), abs=1e-6)
+    assert torch.equal(decode_predictions(record["evaluation"]["details"]["test_predictions"]), logits.argmax(1))
+
+
+def test_augmented_and_clean_training_data_differ_for_augmentation_controls(tiny_run, digits, tmp_path):
+    only = dict(metrics=("fisher_rao_norm",))
+    aug = evaluate_run(tiny_run, EvalSettings(**only), dataset=digits, progress=False)
+    clean = evaluate_run(tiny_run, EvalSettings(**only, augmented=False), dataset=digits, progress=False)
+    assert aug["fisher_rao_norm"] != clean["fisher_rao_norm"]
+
+
+def test_accuracy_falls_on_average_as_severity_rises(trained_run, digits, tmp_path):
+    evaluate_run(trained_run, EvalSettings(metrics=("test_accuracy", "corruption_accuracy"), corruption_subset=200),
+                 dataset=digits, progress=False, cache_dir=tmp_path)
+    record = json.loads((trained_run / "result.json").read_text())
+    assert record["evaluation"]["metrics"]["test_accuracy"] > 0.5  # the model learned something
+    per_severity = record["evaluation"]["details"]["corruption"]["per_severity"]
+    assert per_severity[0] > per_severity[-1]
+    slope = np.polyfit(np.arange(1, 6), per_severity, 1)[0]
+    assert slope < 0, per_severity
+
+
+def test_predictions_round_trip():
+    pred = torch.tensor([0, 3, 9, 2])
+    assert torch.equal(decode_predictions(encode_predictions(pred)), pred)
+    big = torch.tensor([0, 199, 5])
+    assert encode_predictions(big)["dtype"] == "uint8" and torch.equal(decode_predictions(encode_predictions(big)), big)
+    huge = torch.tensor([0, 300])
+    assert encode_predictions(huge)["dtype"] == "uint16"
+
+
+def test_bad_settings_and_unfinished_runs(tmp_path):
+    with pytest.raises(ValueError, match="metrics"):
+        EvalSettings(metrics=("flatness",))
+    with pytest.raises(ValueError, match="train_fraction"):
+        EvalSettings(train_fraction=1.5)
+    with pytest.raises(FileNotFoundError, match="sharpkit train"):
+        evaluate_run(tmp_path / "nothing")
+
+
+def test_cli_evaluate_and_corrupt(tiny_run, tmp_path, capsys):
+    assert main(["evaluate", str(tiny_run), "--metrics", "test_accuracy", "relative_flatness", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "relative_flatness" in out and "result.json" in out
+    assert main(["corrupt", "--dataset", "digits", "--out", str(tmp_path / "c"), "--test-subset", "10",
+                 "--corruptions", "contrast", "gaussian_noise", "--no-progress"]) == 0
+    assert np.load(tmp_path / "c" / "contrast.npy").shape == (50, 32, 32, 3)
+    corrupted = load_dataset(f"cifar10-c:{tmp_path / 'c'}")
+    assert set(corrupted.corruptions) == {"contrast", "gaussian_noise"}
