@@ -148,6 +148,43 @@ def _cmd_corrupt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="run a profile's whole grid (resumable)",
+                       description="Train and evaluate every run of a profile that has no stored result, then the "
+                                   "cross-seed metrics; a killed sweep started again finishes what is missing.")
+    p.add_argument("--profile", help="profile name (see --list-profiles)")
+    p.add_argument("--results", default="results", help="results root (default: ./results)")
+    p.add_argument("--executor", choices=["local", "slurm"], default="local")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (one per GPU on GPU machines)")
+    p.add_argument("--cache", help="checkpoints and partial runs (default: $SHARPKIT_CACHE or ~/.cache/sharpkit/runs)")
+    p.add_argument("--dry-run", action="store_true", help="print the grid, the metrics plan and the estimated cost")
+    p.add_argument("--no-timing", action="store_true", help="with --dry-run: skip measuring step times")
+    p.add_argument("--list-profiles", action="store_true", help="list the profiles and exit")
+    p.add_argument("--data-root", help="dataset root")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .profiles import PROFILES, get_profile
+    from .sweep import dry_run, sweep
+
+    if args.list_profiles:
+        for profile in PROFILES.values():
+            print(f"{profile.name:14s} v{profile.version}  {len(profile.runs()):4d} runs  {profile.description}")
+        return 0
+    if not args.profile:
+        raise ValueError(f"Expected --profile, one of {', '.join(PROFILES)}.")
+    profile = get_profile(args.profile)
+    if args.dry_run:
+        dry_run(profile, measure=not args.no_timing, device=args.device)
+        return 0
+    summary = sweep(profile, args.results, executor=args.executor, workers=args.workers, cache_dir=args.cache,
+                    data_root=args.data_root, device=args.device, progress=not args.no_progress)
+    return 0
+
+
 def _add_listings(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list registered model architectures")
     p.set_defaults(func=lambda args: _print_list(__import__("sharpkit.models", fromlist=["x"]).list_models()))
@@ -174,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_corrupt(sub)
+    _add_sweep(sub)
     _add_listings(sub)
     return parser
 

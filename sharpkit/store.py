@@ -1,0 +1,240 @@
+"""The crash-safe result store of a sweep.
+
+Layout under ``<results>/<profile>/``:
+
+- ``sweep.json``: store schema version, the profile definition, and one entry per sweep invocation
+  (what ran, what was skipped, wall time, provenance);
+- ``runs/<run_id>/result.json``: one finished run (status ``ok`` or ``diverged``), named by the hash of
+  its full config and evaluation settings, with its training log, metrics and provenance;
+- ``cells/<dataset>-<arch>-<control>.json``: cross-seed prediction disagreement of one cell.
+
+Checkpoints and partial runs live in a cache directory (default ``~/.cache/sharpkit/runs``), which is
+never needed to rebuild tables. A result file appears (atomically) only when its run is complete, so a
+sweep killed at any moment and started again redoes exactly the runs without one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import TrainConfig
+from .evaluate import EvalSettings, decode_predictions
+from .io import write_json
+from .metrics import prediction_disagreement
+from .profiles import Profile, RunSpec
+
+STORE_SCHEMA_VERSION = 1
+RUN_STATUSES = ("ok", "diverged")
+
+
+class StoreError(ValueError):
+    """A results folder that cannot be used as it is; the message says why and what to do."""
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("SHARPKIT_CACHE", Path.home() / ".cache" / "sharpkit" / "runs"))
+
+
+def cell_name(dataset: str, arch: str, control: str) -> str:
+    safe = dataset.replace(":", "_").replace("/", "_").replace(".", "_").strip("_")
+    return f"{safe}-{arch}-{control}"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise StoreError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}); it was truncated or "
+                         "edited by hand. Delete it (or its run folder) and run the sweep again to redo it.") from None
+
+
+def validate_run_record(record: dict[str, Any], path: Path) -> None:
+    """Raise :class:`StoreError` unless ``record`` is a complete, untampered run result."""
+    fix = f"Delete {path.parent} and run the sweep again to redo that run."
+    if record.get("store_schema_version") != STORE_SCHEMA_VERSION:
+        raise StoreError(f"{path} has store schema version {record.get('store_schema_version')!r}, but this sharpkit "
+                         f"reads version {STORE_SCHEMA_VERSION}. Use a results folder written by this version. {fix}")
+    for key in ("run_id", "status", "config", "evaluation_settings", "profile"):
+        if key not in record:
+            raise StoreError(f"{path} lacks the field {key!r}: it was edited by hand or damaged. {fix}")
+    if record["status"] not in RUN_STATUSES:
+        raise StoreError(f"{path} has status {record['status']!r}; expected one of {RUN_STATUSES}. {fix}")
+    try:
+        spec = RunSpec(record["profile"], TrainConfig.from_dict(record["config"]),
+                       EvalSettings.from_dict(record["evaluation_settings"]))
+    except (TypeError, ValueError) as error:
+        raise StoreError(f"{path} holds an invalid config ({error}). {fix}") from None
+    if spec.run_id != record["run_id"] or path.parent.name != record["run_id"]:
+        raise StoreError(f"{path}: its config does not hash to its run id {record['run_id']!r} (folder "
+                         f"{path.parent.name!r}); the file was edited by hand or moved. {fix}")
+    if record["status"] == "ok":
+        missing = set(spec.evaluation.metrics) - set(record.get("evaluation", {}).get("metrics", {}))
+        if missing:
+            raise StoreError(f"{path} is marked ok but lacks the metrics {sorted(missing)}. {fix}")
+
+
+class ResultStore:
+    """The results of one profile under ``results_root/<profile>``."""
+
+    def __init__(self, results_root: str | Path, profile: Profile, cache_dir: str | Path | None = None) -> None:
+        self.profile = profile
+        self.root = Path(results_root) / profile.name
+        self.cache = Path(cache_dir) if cache_dir is not None else default_cache_dir() / profile.name
+
+    @property
+    def sweep_file(self) -> Path:
+        return self.root / "sweep.json"
+
+    def result_path(self, spec: RunSpec) -> Path:
+        return self.root / "runs" / spec.run_id / "result.json"
+
+    def work_dir(self, spec: RunSpec) -> Path:
+        return self.cache / "work" / spec.run_id
+
+    def cell_path(self, dataset: str, arch: str, control: str) -> Path:
+        return self.root / "cells" / f"{cell_name(dataset, arch, control)}.json"
+
+    def open(self) -> dict[str, Any]:
+        """Create the store or check that an existing one is compatible; returns sweep.json's content."""
+        if self.sweep_file.exists():
+            info = _read_json(self.sweep_file)
+            if info.get("store_schema_version") != STORE_SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.root} was written with store schema version {info.get('store_schema_version')!r}; this "
+                    f"sharpkit uses version {STORE_SCHEMA_VERSION}. Point --results at another folder or move this one "
+                    "away; nothing was changed.")
+            if info.get("profile", {}).get("version") != self.profile.version:
+                raise StoreError(
+                    f"{self.root} holds results of profile {self.profile.name!r} version "
+                    f"{info.get('profile', {}).get('version')!r}, but the code defines version {self.profile.version}. "
+                    "Results of two definitions never mix: use another --results folder; nothing was changed.")
+            return info
+        info = {"store_schema_version": STORE_SCHEMA_VERSION, "profile": self.profile.to_dict(), "sweeps": []}
+        write_json(self.sweep_file, info)
+        return info
+
+    def state(self, spec: RunSpec) -> str:
+        """``"done"`` (a valid result), ``"missing"``, or ``"corrupt"`` (unreadable JSON: redo)."""
+        path = self.result_path(spec)
+        if not path.exists():
+            return "missing"
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return "corrupt"
+        validate_run_record(record, path)
+        return "done"
+
+    def set_aside(self, spec: RunSpec) -> Path:
+        """Move an unreadable result out of the way (kept, never deleted) so the run is redone."""
+        path = self.result_path(spec)
+        target = path.with_name(f"result.json.corrupt-{int(time.time())}")
+        os.replace(path, target)
+        return target
+
+    def write_run(self, spec: RunSpec, record: dict[str, Any]) -> None:
+        write_json(self.result_path(spec), record)
+
+    def record_sweep(self, entry: dict[str, Any]) -> None:
+        info = self.open()
+        info["sweeps"].append(entry)
+        write_json(self.sweep_file, info)
+
+    def update_cells(self) -> list[str]:
+        """Compute the cross-seed disagreement of every cell whose runs are all stored; returns the cells
+        written. Diverged runs are left out and counted."""
+        written = []
+        by_cell: dict[tuple[str, str, str], list[RunSpec]] = {}
+        for spec in self.profile.runs():
+            by_cell.setdefault(spec.cell, []).append(spec)
+        for (dataset, arch, control), specs in by_cell.items():
+            if not all(self.result_path(s).exists() for s in specs):
+                continue
+            records = [_read_json(self.result_path(s)) for s in specs]
+            ok = [r for r in records if r["status"] == "ok"]
+            cell = {"store_schema_version": STORE_SCHEMA_VERSION, "dataset": dataset, "arch": arch, "control": control,
+                    "runs": [r["run_id"] for r in records], "excluded_diverged": len(records) - len(ok)}
+            if len(ok) >= 2:
+                preds = {r["config"]["seed"]: decode_predictions(r["evaluation"]["details"]["test_predictions"])
+                         for r in ok}
+                overall = prediction_disagreement(preds, ordered=True)
+                cell["prediction_disagreement"] = {"mean": overall.mean, "sem": overall.sem, "n_pairs": overall.n_pairs}
+                # Per run: mean disagreement with the other seeds (the mean of these equals the
+                # mean over ordered pairs).
+                cell["per_run"] = {}
+                for r in ok:
+                    seed = r["config"]["seed"]
+                    others = [float((preds[seed] != preds[s]).double().mean()) for s in preds if s != seed]
+                    cell["per_run"][r["run_id"]] = sum(others) / len(others)
+            write_json(self.cell_path(dataset, arch, control), cell)
+            written.append(cell_name(dataset, arch, control))
+        return written
+
+
+def _resolve_profile_dir(path: Path, profile: str | None) -> Path:
+    if (path / "sweep.json").exists():
+        return path
+    if profile is not None and (path / profile / "sweep.json").exists():
+        return path / profile
+    candidates = sorted(p.parent.name for p in path.glob("*/sweep.json"))
+    if profile is None and len(candidates) == 1:
+        return path / candidates[0]
+    hint = f" It holds results of: {', '.join(candidates)}; pass profile=..." if candidates else (
+        " Run `sharpkit sweep --profile NAME --results DIR` to produce results.")
+    raise StoreError(f"No sharpkit results at {path}{' for profile ' + repr(profile) if profile else ''}.{hint}")
+
+
+def load_sweep_info(path: str | Path, profile: str | None = None) -> dict[str, Any]:
+    """sweep.json of a results folder: profile definition and the history of sweep invocations
+    (with their wall time, hardware, versions and git commit)."""
+    root = _resolve_profile_dir(Path(path), profile)
+    info = _read_json(root / "sweep.json")
+    if info.get("store_schema_version") != STORE_SCHEMA_VERSION:
+        raise StoreError(f"{root} was written with store schema version {info.get('store_schema_version')!r}; this "
+                         f"sharpkit reads version {STORE_SCHEMA_VERSION}. Re-run the sweep into a new folder.")
+    info["wall_time_s"] = sum(s.get("wall_time_s", 0.0) for s in info.get("sweeps", []))
+    return info
+
+
+def load_results(path: str | Path, profile: str | None = None) -> pd.DataFrame:
+    """A tidy DataFrame of every stored run (one row each): config columns, every metric, status, provenance.
+
+    ``path`` is a profile's results folder (holding sweep.json) or the folder above it (then
+    ``profile`` picks one when it holds several). Raises :class:`StoreError` with the fix for a folder of
+    another schema version or a result file that is damaged or was edited into an invalid state.
+    """
+    root = _resolve_profile_dir(Path(path), profile)
+    load_sweep_info(root)  # schema check
+    cells = {}
+    for cell_file in sorted((root / "cells").glob("*.json")):
+        cells.update(_read_json(cell_file).get("per_run", {}))
+    rows = []
+    for result in sorted((root / "runs").glob("*/result.json")):
+        record = _read_json(result)
+        validate_run_record(record, result)
+        config = record["config"]
+        prov = record.get("provenance", {})
+        row: dict[str, Any] = {
+            "run_id": record["run_id"], "profile": record["profile"], "profile_version": record.get("profile_version"),
+            "arch": config["arch"], "dataset": config["dataset"], "control": config["control"], "seed": config["seed"],
+            "status": record["status"], "diverged_epoch": record.get("diverged_epoch"),
+            "epochs": config["epochs"], "model_size": json.dumps(config["model_size"], sort_keys=True),
+            "train_subset": config["train_subset"], "test_subset": config["test_subset"], "lr": config["lr"],
+            "batch_size": config["batch_size"], "uses_sam": record.get("uses_sam"),
+            "train_loss": record.get("metrics", {}).get("train_loss"),
+            "wall_time_s": record.get("wall_time_s"), "eval_wall_time_s": record.get("eval_wall_time_s"),
+            "git_commit": prov.get("git", {}).get("commit"), "torch": prov.get("versions", {}).get("torch"),
+            "device": prov.get("hardware", {}).get("device"), "finished": record.get("finished"),
+        }
+        row.update(record.get("evaluation", {}).get("metrics", {}))
+        row["prediction_disagreement"] = cells.get(record["run_id"], float("nan"))
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return frame.sort_values(["dataset", "arch", "control", "seed"], kind="stable").reset_index(drop=True)

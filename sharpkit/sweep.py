@@ -1,0 +1,296 @@
+"""Run a profile's whole grid: train, evaluate, then cross-seed metrics per cell; resumable.
+
+Executors:
+
+- ``local``: ``workers`` processes on this machine (one per GPU when there are GPUs; on a CPU the cores
+  are split between them); ``workers=1`` runs in this process.
+- ``slurm``: one Slurm array job per pending run, through submitit, for users who outgrow one machine.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._validation import check_choice, check_positive
+from .config import TrainConfig
+from .evaluate import EvalSettings, evaluate_run
+from .io import write_json
+from .profiles import Profile, RunSpec
+from .provenance import provenance, utc_now
+from .store import STORE_SCHEMA_VERSION, ResultStore
+
+EXECUTORS = ("local", "slurm")
+
+
+@dataclass
+class SweepSummary:
+    profile: str
+    total: int
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already stored
+    redone: list[str] = field(default_factory=list)  # unreadable results set aside and redone
+    diverged: list[str] = field(default_factory=list)
+    wall_time_s: float = 0.0
+
+    def lines(self) -> list[str]:
+        return [f"profile {self.profile}: {self.total} runs; ran {len(self.ran)}, skipped {len(self.skipped)} already "
+                f"stored, redid {len(self.redone)} damaged, {len(self.diverged)} diverged (kept, flagged, excluded "
+                f"from means); {self.wall_time_s:.0f} s"]
+
+
+def _spec_to_dict(spec: RunSpec) -> dict[str, Any]:
+    return {"profile": spec.profile, "config": spec.config.to_dict(), "evaluation": asdict(spec.evaluation)}
+
+
+def _spec_from_dict(data: dict[str, Any]) -> RunSpec:
+    return RunSpec(data["profile"], TrainConfig.from_dict(data["config"]), EvalSettings.from_dict(data["evaluation"]))
+
+
+def run_one(spec_data: dict[str, Any], results_root: str, cache_dir: str, profile_version: int,
+            data_root: str | None = None, device: str = "auto", progress: bool = False,
+            datasets: dict[str, Any] | None = None) -> str:
+    """Train and evaluate one run, then store its record; returns its status. Safe to call again after a
+    crash at any point (training resumes from its checkpoint; the record is written last, atomically)."""
+    from .train import train
+
+    spec = _spec_from_dict(spec_data)
+    result_path = Path(results_root) / spec.profile / "runs" / spec.run_id / "result.json"
+    if result_path.exists():
+        return "skipped"
+    work = Path(cache_dir) / "work" / spec.run_id
+    dataset = (datasets or {}).get(spec.config.dataset)
+    started = time.perf_counter()
+    outcome = train(spec.config, work, data_root=data_root, init_dir=Path(cache_dir) / "init", device=device,
+                    progress=progress, dataset=dataset)
+    eval_seconds = None
+    if outcome.status == "ok":
+        eval_start = time.perf_counter()
+        evaluate_run(work, spec.evaluation, data_root=data_root, device=device,
+                     cache_dir=Path(cache_dir) / "corrupted", progress=progress, dataset=dataset)
+        eval_seconds = time.perf_counter() - eval_start
+    record = json.loads((work / "result.json").read_text())
+    record.update({
+        "store_schema_version": STORE_SCHEMA_VERSION, "run_id": spec.run_id, "profile": spec.profile,
+        "profile_version": profile_version, "evaluation_settings": asdict(spec.evaluation),
+        "log": [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()],
+        "run_wall_time_s": time.perf_counter() - started,  # this call (a resumed run: its last part)
+        "eval_wall_time_s": eval_seconds,
+    })
+    write_json(result_path, record)
+    return outcome.status
+
+
+def _threads_per_worker(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def _worker(args: tuple) -> str:
+    spec_data, results_root, cache_dir, version, data_root, device, threads = args
+    torch.set_num_threads(threads)
+    return run_one(spec_data, results_root, cache_dir, version, data_root, device)
+
+
+def sweep(profile: Profile, results_root: str | Path = "results", *, executor: str = "local", workers: int = 1,
+          cache_dir: str | Path | None = None, data_root: str | None = None, device: str = "auto",
+          progress: bool = True, slurm_executor: Any = None, log=print) -> SweepSummary:
+    """Run every run of ``profile`` that has no stored result, then the per-cell metrics.
+
+    Args:
+        profile: what to run.
+        results_root: results go to ``results_root/<profile>/``.
+        executor: ``"local"`` or ``"slurm"``.
+        workers: local worker processes (GPUs: one each, round robin).
+        cache_dir: checkpoints and partial runs (default ``$SHARPKIT_CACHE`` or ``~/.cache/sharpkit/runs``).
+        slurm_executor: a configured ``submitit`` executor to use instead of ``submitit.AutoExecutor``
+            (tests pass ``submitit.LocalExecutor``).
+    """
+    check_choice("executor", executor, EXECUTORS)
+    check_positive("workers", workers, integer=True)
+    store = ResultStore(results_root, profile, cache_dir)
+    store.open()
+    started_at, t0 = utc_now(), time.perf_counter()
+    specs = profile.runs()
+    summary = SweepSummary(profile.name, len(specs))
+    pending = []
+    for spec in specs:
+        state = store.state(spec)
+        if state == "done":
+            summary.skipped.append(spec.run_id)
+            continue
+        if state == "corrupt":
+            moved = store.set_aside(spec)
+            log(f"result of run {spec.run_id} was unreadable (truncated?): kept as {moved.name}, redoing the run")
+            summary.redone.append(spec.run_id)
+        pending.append(spec)
+    if summary.skipped:
+        log(f"skipping {len(summary.skipped)} runs already stored in {store.root}")
+    args = [(_spec_to_dict(s), str(Path(results_root)), str(store.cache), profile.version, data_root) for s in pending]
+
+    if executor == "slurm":
+        statuses = _run_slurm(args, store, device, slurm_executor)
+    elif workers == 1:
+        statuses = _run_inline(pending, args, data_root, device, progress, log)
+    else:
+        statuses = _run_pool(args, workers, device)
+    for spec, status in zip(pending, statuses):
+        summary.ran.append(spec.run_id)
+        if status == "diverged":
+            summary.diverged.append(spec.run_id)
+    store.update_cells()
+    summary.wall_time_s = time.perf_counter() - t0
+    store.record_sweep({"started": started_at, "finished": utc_now(), "wall_time_s": summary.wall_time_s,
+                        "executor": executor, "workers": workers, "ran": len(summary.ran),
+                        "skipped": len(summary.skipped), "redone": len(summary.redone),
+                        "diverged": len(summary.diverged), "provenance": provenance(device if device != "auto" else None)})
+    for line in summary.lines():
+        log(line)
+    return summary
+
+
+def _run_inline(pending: list[RunSpec], args: list[tuple], data_root: str | None, device: str, progress: bool,
+                log) -> list[str]:
+    from tqdm.auto import tqdm
+
+    from .data import load_dataset
+
+    datasets: dict[str, Any] = {}
+    statuses = []
+    for spec, arg in tqdm(list(zip(pending, args)), desc="sweep", unit="run", disable=not progress):
+        name = spec.config.dataset
+        if name not in datasets:
+            datasets[name] = load_dataset(name, root=data_root)
+        statuses.append(run_one(*arg, device=device, progress=False, datasets=datasets))
+    return statuses
+
+
+def _run_pool(args: list[tuple], workers: int, device: str) -> list[str]:
+    import multiprocessing as mp
+
+    gpus = torch.cuda.device_count() if device in ("auto", "cuda") else 0
+    threads = _threads_per_worker(workers)
+    jobs = []
+    for i, arg in enumerate(args):
+        dev = f"cuda:{i % gpus}" if gpus else device
+        jobs.append((*arg, dev, threads))
+    with mp.get_context("spawn").Pool(workers) as pool:
+        return pool.map(_worker, jobs, chunksize=1)
+
+
+def _run_slurm(args: list[tuple], store: ResultStore, device: str, slurm_executor: Any) -> list[str]:
+    try:
+        import submitit
+    except ImportError as error:
+        raise ValueError("The slurm executor needs submitit: pip install 'sharpkit[slurm]' (or pip install "
+                         "submitit).") from error
+    executor = slurm_executor
+    if executor is None:
+        executor = submitit.AutoExecutor(folder=str(store.cache / "slurm"))
+        executor.update_parameters(timeout_min=24 * 60, gpus_per_node=1, cpus_per_task=8, slurm_array_parallelism=64)
+    if not args:
+        return []
+    columns = list(zip(*[(*arg, device) for arg in args]))
+    jobs = executor.map_array(run_one, *columns)
+    return [job.result() for job in jobs]
+
+
+# --- dry run -------------------------------------------------------------------------------------------
+
+KNOWN_TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "tinyimagenet": 100_000, "digits": 1_297}
+KNOWN_IMAGE_SIZES = {"tinyimagenet": 64}
+KNOWN_CLASSES = {"cifar100": 100, "tinyimagenet": 200}
+
+
+def _train_size(config: TrainConfig) -> int:
+    if config.train_subset is not None:
+        return config.train_subset
+    name = config.dataset.split(":", 1)
+    if name[0] == "npz":
+        import numpy as np
+
+        with np.load(name[1], mmap_mode="r") as data:
+            return int(data["y_train"].shape[0])
+    return KNOWN_TRAIN_SIZES.get(name[0], 50_000)
+
+
+def measure_step_time(config: TrainConfig, device: str = "auto", probe_batch: int = 16) -> float:
+    """Seconds of one SGD step at ``config.batch_size``, measured on a ``probe_batch`` of random images
+    (after one warm-up step) and scaled linearly."""
+    from .models import build_model, model_knobs
+    from .train import _size_kwargs, resolve_device
+
+    dev = resolve_device(device)
+    base = config.dataset.split(":")[0]
+    size = KNOWN_IMAGE_SIZES.get(base, 32)
+    kwargs = _size_kwargs(config, size)
+    if "pretrained" in model_knobs(config.arch):
+        kwargs["pretrained"] = False  # the step time does not depend on the weights
+    model = build_model(config.arch, num_classes=KNOWN_CLASSES.get(base, 10), **kwargs).to(dev)
+    x = torch.randn(probe_batch, 3, size, size, device=dev)
+    y = torch.zeros(probe_batch, dtype=torch.long, device=dev)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        times.append(time.perf_counter() - start)
+    return min(times[1:]) * config.batch_size / probe_batch
+
+
+def _duration(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "-"
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
+
+
+def dry_run(profile: Profile, measure: bool = True, device: str = "auto", log=print) -> dict[str, Any]:
+    """Print the grid (cells, runs, epochs), the metrics plan and, when ``measure``, an estimated cost
+    from a measured step time per (dataset, arch, size). Returns the numbers printed."""
+    runs = profile.runs()
+    cells = {spec.cell for spec in runs}
+    log(f"profile {profile.name} (version {profile.version}): {profile.description}")
+    log(f"{len(profile.experiments)} dataset x arch blocks, {len(profile.controls)} controls, "
+        f"{len(profile.seeds)} seeds -> {len(cells)} cells, {len(runs)} training runs")
+    total_epochs = sum(spec.config.epochs for spec in runs)
+    total_seconds = 0.0
+    header = f"{'dataset':28s} {'arch':12s} {'size':34s} {'runs':>5s} {'epochs':>6s} {'steps/run':>9s} {'s/step':>7s} {'est.':>8s}"
+    log(header)
+    for exp in profile.experiments:
+        exp_runs = [s for s in runs if (s.config.dataset, s.config.arch) == (exp.dataset, exp.arch)]
+        config = exp_runs[0].config
+        steps = math.ceil(_train_size(config) / config.batch_size) * config.epochs
+        sam_runs = sum(1 for s in exp_runs if s.config.uses_sam)
+        step_time = measure_step_time(config, device) if measure else float("nan")
+        # SAM runs take two forward-backward passes per step; evaluation is not included.
+        seconds = step_time * steps * (len(exp_runs) + sam_runs)
+        total_seconds += 0.0 if math.isnan(seconds) else seconds
+        size = json.dumps(exp.model_size) if exp.model_size else "paper size"
+        log(f"{exp.dataset[-28:]:28s} {exp.arch:12s} {size[:34]:34s} {len(exp_runs):5d} {config.epochs:6d} "
+            f"{steps:9d} {step_time:7.3f} {_duration(seconds):>8s}")
+    log(f"total: {len(runs)} training runs, {total_epochs} epochs"
+        + (f", estimated {_duration(total_seconds)} of training on {device if device != 'auto' else 'this machine'}"
+           " (measured step times; evaluation extra)" if measure else ""))
+    log("metrics plan:")
+    for exp in profile.experiments:
+        ev = exp.evaluation
+        parts = [", ".join(ev.metrics)]
+        parts.append(f"SAM sharpness: {ev.sam_samples} samples, rho {ev.sam_rho}, {ev.sam_convention} convention")
+        parts.append(f"sharpness data: {ev.train_fraction:.0%} of the training (sub)set in batches of {ev.batch_size}, "
+                     f"{'augmented' if ev.augmented else 'clean'} for augmentation controls")
+        if "relative_flatness" in ev.metrics:
+            parts.append(f"relative flatness on {(ev.relative_flatness_fraction or ev.train_fraction):.0%}, "
+                         f"{ev.rf_reduction}")
+        if "corruption_accuracy" in ev.metrics:
+            parts.append(f"corruptions: {ev.corrupted or f'generated from {ev.corruption_subset} test images'}")
+        log(f"  {exp.dataset} / {exp.arch}: " + "; ".join(parts))
+    return {"cells": len(cells), "runs": len(runs), "epochs": total_epochs, "estimated_seconds": total_seconds}
