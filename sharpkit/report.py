@@ -241,10 +241,12 @@ class ResultsTable:
     def to_text(self) -> str:
         """A plain-text table aligned for terminals; best evaluation cells marked with ``*``."""
         show_runs = self.source == "results"
-        header = ["Control"] + [METRIC_TITLES.get(m, m) for m in self.metrics] + (["Runs"] if show_runs else [])
+        header = ["Control"] + [METRIC_TITLES.get(m, m) for m in self.metrics]
+        header += ["Runs"] if show_runs else []
         lines = []
         for label, cells, runs in self._rows():
-            row = [label] + [f"{text} *" if bold else (f"{text}  " if text else "-  ") for text, bold in cells]
+            # A two-character suffix on every cell keeps the columns aligned: " *" marks the best.
+            row = [label] + [f"{text} *" if bold else f"{text or '-'}  " for text, bold in cells]
             lines.append(row + ([runs] if show_runs else []))
         widths = [max(len(str(r[i])) for r in [header] + lines) for i in range(len(header))]
 

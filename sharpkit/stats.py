@@ -205,6 +205,9 @@ def _require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> Non
         raise TypeError(f"Expected `df` to be a pandas DataFrame of runs (sharpkit.store.load_results), "
                         f"but got {type(df).__name__}.")
     missing = [c for c in columns if c not in df.columns]
+    if missing and df.empty:
+        raise ValueError(f"{what} got an empty frame of runs: no result is stored yet. Run "
+                         f"`sharpkit sweep --profile P` first, or check the results folder.")
     if missing:
         raise ValueError(
             f"{what} needs the column(s) {', '.join(map(repr, missing))} in the frame of runs, but it "

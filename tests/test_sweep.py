@@ -1,0 +1,187 @@
+"""Sweep + store: crash safety (SIGKILL), damaged files, schema checks, slurm through submitit."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from sharpkit.evaluate import EvalSettings
+from sharpkit.profiles import Experiment, Profile, get_profile
+from sharpkit.store import ResultStore, StoreError, load_results, load_sweep_info
+from sharpkit.sweep import dry_run, sweep
+
+MICRO_SOURCE = """
+from sharpkit.evaluate import EvalSettings
+from sharpkit.profiles import Experiment, Profile
+
+def micro_profile(lr=0.05):
+    evaluation = EvalSettings(sam_samples=2, corruption_subset=8, batch_size=32)
+    train = {"epochs": 2, "train_subset": 64, "test_subset": 32, "batch_size": 32, "lr": lr}
+    size = {"dim": 16, "depth": 1, "heads": 2, "dim_head": 8, "mlp_dim": 16}
+    return Profile("micro", 1, "test profile", (Experiment("digits", "vit", size, train, evaluation),),
+                   controls=("baseline", "baseline_sam"), seeds=(0, 1))
+"""
+namespace: dict = {}
+exec(MICRO_SOURCE, namespace)
+micro_profile = namespace["micro_profile"]
+
+VOLATILE = {"provenance", "wall_time_s", "run_wall_time_s", "eval_wall_time_s", "started", "finished", "log"}
+
+
+def _stable(record):
+    """A run record without timings and provenance (which legitimately differ between sweeps)."""
+    out = {k: v for k, v in record.items() if k not in VOLATILE}
+    out["evaluation"] = {k: v for k, v in record["evaluation"].items() if k != "provenance"}
+    out["log"] = [{k: v for k, v in e.items() if "seconds" not in k} for e in record["log"]]
+    return out
+
+
+def _records(root):
+    return {p.parent.name: _stable(json.loads(p.read_text())) for p in sorted(Path(root).glob("micro/runs/*/result.json"))}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reference")
+    summary = sweep(micro_profile(), root / "results", cache_dir=root / "cache", progress=False, log=lambda *_: None)
+    assert len(summary.ran) == 4 and not summary.diverged
+    return root / "results"
+
+
+def test_sweep_stores_every_run_and_cell(reference):
+    df = load_results(reference, "micro")
+    assert len(df) == 4 and set(df.status) == {"ok"}
+    assert set(df.control) == {"baseline", "baseline_sam"} and set(df.seed) == {0, 1}
+    for column in ("test_accuracy", "test_ece", "corruption_accuracy", "fisher_rao_norm", "sam_sharpness",
+                   "relative_flatness", "prediction_disagreement", "generalization_gap"):
+        assert df[column].notna().all(), column
+    info = load_sweep_info(reference, "micro")
+    assert info["profile"]["name"] == "micro" and info["wall_time_s"] > 0
+    assert {"git", "versions", "hardware"} <= set(info["sweeps"][0]["provenance"])
+
+
+def test_a_second_sweep_skips_everything(reference, tmp_path):
+    messages = []
+    summary = sweep(micro_profile(), reference, cache_dir=tmp_path / "empty-cache", progress=False, log=messages.append)
+    assert summary.ran == [] and len(summary.skipped) == 4
+    assert any("skipping 4 runs" in m for m in messages)
+
+
+def test_sigkill_at_random_moments_then_resume_gives_identical_results(reference, tmp_path):
+    script = tmp_path / "run_sweep.py"
+    script.write_text(MICRO_SOURCE + textwrap.dedent(f"""
+        from sharpkit.sweep import sweep
+        sweep(micro_profile(), {str(tmp_path / 'results')!r}, cache_dir={str(tmp_path / 'cache')!r}, progress=False)
+    """))
+    rng = random.Random(0)
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(4.0, 9.0))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    summary = sweep(micro_profile(), tmp_path / "results", cache_dir=tmp_path / "cache", progress=False,
+                    log=lambda *_: None)
+    assert len(summary.ran) + len(summary.skipped) == 4
+    files = list((tmp_path / "results" / "micro" / "runs").glob("*/result.json*"))
+    assert len(files) == 4  # each run exactly once, nothing half-written left behind
+    assert _records(tmp_path / "results") == _records(reference)
+
+
+def test_truncated_result_is_detected_and_redone(reference, tmp_path):
+    import shutil
+
+    shutil.copytree(reference, tmp_path / "results")
+    victim = next((tmp_path / "results" / "micro" / "runs").glob("*/result.json"))
+    victim.write_text(victim.read_text()[:200])  # a crash mid-write by some other tool
+    messages = []
+    summary = sweep(micro_profile(), tmp_path / "results", cache_dir=tmp_path / "cache", progress=False,
+                    log=messages.append)
+    assert summary.redone == [victim.parent.name] and summary.ran == [victim.parent.name]
+    assert any("unreadable" in m for m in messages)
+    assert list(victim.parent.glob("result.json.corrupt-*"))  # kept aside, not deleted
+    assert _records(tmp_path / "results") == _records(reference)
+
+
+def test_hand_edited_result_gives_one_clear_error_and_nothing_is_overwritten(reference, tmp_path):
+    import shutil
+
+    shutil.copytree(reference, tmp_path / "results")
+    victim = next((tmp_path / "results" / "micro" / "runs").glob("*/result.json"))
+    record = json.loads(victim.read_text())
+    record["config"]["seed"] = 7
+    victim.write_text(json.dumps(record))
+    before = victim.read_text()
+    with pytest.raises(StoreError, match="edited by hand") as error:
+        load_results(tmp_path / "results", "micro")
+    assert str(victim) in str(error.value) and "sweep again" in str(error.value)
+    with pytest.raises(StoreError, match="edited by hand"):
+        sweep(micro_profile(), tmp_path / "results", cache_dir=tmp_path / "cache", progress=False, log=lambda *_: None)
+    assert victim.read_text() == before
+
+
+def test_results_of_another_schema_or_profile_version_are_refused(reference, tmp_path):
+    import shutil
+
+    shutil.copytree(reference, tmp_path / "results")
+    sweep_file = tmp_path / "results" / "micro" / "sweep.json"
+    info = json.loads(sweep_file.read_text())
+    info["store_schema_version"] = 99
+    sweep_file.write_text(json.dumps(info))
+    before = sweep_file.read_text()
+    with pytest.raises(StoreError, match="schema version 99"):
+        load_results(tmp_path / "results", "micro")
+    with pytest.raises(StoreError, match="schema version 99"):
+        sweep(micro_profile(), tmp_path / "results", cache_dir=tmp_path / "cache", progress=False, log=lambda *_: None)
+    assert sweep_file.read_text() == before
+    info["store_schema_version"] = 1
+    info["profile"]["version"] = 0
+    sweep_file.write_text(json.dumps(info))
+    with pytest.raises(StoreError, match="version 0"):
+        sweep(micro_profile(), tmp_path / "results", cache_dir=tmp_path / "cache", progress=False, log=lambda *_: None)
+
+
+def test_diverged_runs_are_kept_flagged_and_left_out_of_cells(tmp_path):
+    summary = sweep(micro_profile(lr=1e12), tmp_path / "results", cache_dir=tmp_path / "cache", progress=False,
+                    log=lambda *_: None)
+    assert len(summary.diverged) == 4
+    df = load_results(tmp_path / "results", "micro")
+    assert set(df.status) == {"diverged"} and df.diverged_epoch.notna().all()
+    cell = json.loads(next((tmp_path / "results" / "micro" / "cells").glob("*.json")).read_text())
+    assert cell["excluded_diverged"] == 2 and "prediction_disagreement" not in cell
+
+
+def test_slurm_path_runs_through_submitit_local_executor(reference, tmp_path):
+    submitit = pytest.importorskip("submitit")
+    executor = submitit.LocalExecutor(folder=str(tmp_path / "submitit"))
+    executor.update_parameters(timeout_min=10)
+    summary = sweep(micro_profile(), tmp_path / "results", executor="slurm", cache_dir=tmp_path / "cache",
+                    slurm_executor=executor, progress=False, log=lambda *_: None)
+    assert len(summary.ran) == 4
+    assert _records(tmp_path / "results") == _records(reference)
+
+
+def test_paper_profile_dry_run_prints_480_runs():
+    lines = []
+    numbers = dry_run(get_profile("paper"), measure=False, log=lines.append)
+    assert numbers["runs"] == 480 and numbers["cells"] == 48
+    text = "\n".join(lines)
+    assert "480 training runs" in text and "tinyimagenet" in text and "cifar100-c" in text
+    runs = get_profile("paper").runs()
+    assert sum(1 for r in runs if r.config.dataset in ("cifar10", "cifar100")) == 360
+    assert {r.config.epochs for r in runs} == {100} and {r.config.seed for r in runs} == set(range(10))
+
+
+def test_bad_names_give_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="smoke"):
+        get_profile("nonexistent")
+    with pytest.raises(StoreError, match="sharpkit sweep"):
+        load_results(tmp_path)
+    with pytest.raises(ValueError, match="executor"):
+        sweep(micro_profile(), tmp_path, executor="kubernetes")
