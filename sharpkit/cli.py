@@ -160,6 +160,8 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the grid, the metrics plan and the estimated cost")
     p.add_argument("--no-timing", action="store_true", help="with --dry-run: skip measuring step times")
     p.add_argument("--list-profiles", action="store_true", help="list the profiles and exit")
+    p.add_argument("--verify", type=int, metavar="K",
+                   help="re-run K randomly chosen stored runs from scratch and check every stored metric")
     p.add_argument("--data-root", help="dataset root")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
@@ -180,8 +182,61 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         dry_run(profile, measure=not args.no_timing, device=args.device)
         return 0
+    if args.verify is not None:
+        from .sweep import verify
+
+        outcomes = verify(profile, args.results, args.verify, data_root=args.data_root, device=args.device)
+        failed = sum(not o.passed for o in outcomes)
+        print(f"verify: {len(outcomes) - failed} passed, {failed} failed")
+        return 1 if failed else 0
     summary = sweep(profile, args.results, executor=args.executor, workers=args.workers, cache_dir=args.cache,
                     data_root=args.data_root, device=args.device, progress=not args.no_progress)
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="print the paper-layout tables and the claim checks of stored results",
+                       description="Tables (mean ± SEM over seeds, best evaluation in bold) and the paper's claims, "
+                                   "computed from a profile's stored results.")
+    p.add_argument("--profile", required=True, help="profile whose results to report")
+    p.add_argument("--results", default="results", help="results root (default: ./results)")
+    p.add_argument("--html", help="also write the tables and claims as one HTML file here")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .report import claims, paper_table_for, results_table
+    from .store import load_results, load_sweep_info
+
+    df = load_results(args.results, args.profile)
+    info = load_sweep_info(args.results, args.profile)
+    if df.empty:
+        raise ValueError(f"No runs stored yet for profile {args.profile!r}; run `sharpkit sweep --profile {args.profile}`.")
+    print(f"profile {args.profile}: {len(df)} runs ({(df.status == 'ok').sum()} ok, {(df.status != 'ok').sum()} "
+          f"excluded), sweep wall time {info['wall_time_s']:.0f} s")
+    html = []
+    for (dataset, arch), _ in df.groupby(["dataset", "arch"], sort=False):
+        table = results_table(df, arch, dataset)
+        print()
+        print(table.to_text())
+        html.append(table.to_html())
+        reference = paper_table_for(arch, dataset)
+        if reference is not None:
+            html.append(reference.to_html())
+    found = claims(df)
+    columns = ["arch", "dataset", "claim", "metric", "control", "holds", "value", "baseline_value", "p_value",
+               "effect_size", "n"]
+    with pd.option_context("display.width", 200, "display.max_rows", 500, "display.max_colwidth", 40):
+        print()
+        print("claims (computed from the stored runs; p: one-sided paired Wilcoxon over seeds):")
+        print(found[[c for c in columns if c in found.columns]].to_string(index=False))
+    if args.html:
+        from .io import write_text
+
+        write_text(args.html, "\n".join(html) + found.to_html(index=False))
+        print(f"wrote {args.html}")
     return 0
 
 
@@ -212,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_corrupt(sub)
     _add_sweep(sub)
+    _add_report(sub)
     _add_listings(sub)
     return parser
 

@@ -294,3 +294,85 @@ def dry_run(profile: Profile, measure: bool = True, device: str = "auto", log=pr
             parts.append(f"corruptions: {ev.corrupted or f'generated from {ev.corruption_subset} test images'}")
         log(f"  {exp.dataset} / {exp.arch}: " + "; ".join(parts))
     return {"cells": len(cells), "runs": len(runs), "epochs": total_epochs, "estimated_seconds": total_seconds}
+
+
+# --- verification ---------------------------------------------------------------------------------------
+
+# Every metric is computed from seeded generators, so on the same hardware and software a re-run is
+# bit-identical. SAM sharpness is a Monte-Carlo estimate: with its seeded noise it repeats exactly too, but
+# floating-point sums over 10^4-10^6 perturbed entries are the first to move if thread counts or kernels
+# differ, so it gets a stated tolerance.
+SAMPLED_METRICS = {"sam_sharpness": 1e-6}
+
+
+@dataclass(frozen=True)
+class VerifyOutcome:
+    run_id: str
+    passed: bool
+    lines: tuple[str, ...]
+
+
+def _compare_records(stored: dict[str, Any], fresh: dict[str, Any]) -> tuple[bool, list[str]]:
+    notes, passed = [], True
+    if stored["status"] != fresh["status"]:
+        return False, [f"status {stored['status']} -> {fresh['status']}"]
+    pairs = {f"train.{k}": (v, fresh.get("metrics", {}).get(k)) for k, v in stored.get("metrics", {}).items()}
+    pairs.update({k: (v, fresh.get("evaluation", {}).get("metrics", {}).get(k))
+                  for k, v in stored.get("evaluation", {}).get("metrics", {}).items()})
+    for name, (old, new) in sorted(pairs.items()):
+        tolerance = SAMPLED_METRICS.get(name, 0.0)
+        if new is None:
+            passed, _ = False, notes.append(f"{name}: missing in the re-run")
+            continue
+        rel = abs(new - old) / max(abs(old), 1e-300)
+        if (tolerance == 0.0 and new != old) or rel > tolerance:
+            passed = False
+            notes.append(f"{name}: stored {old!r} re-run {new!r} (rel. diff {rel:.2e}, allowed {tolerance:.0e})")
+    old_pred = stored.get("evaluation", {}).get("details", {}).get("test_predictions")
+    new_pred = fresh.get("evaluation", {}).get("details", {}).get("test_predictions")
+    if old_pred != new_pred:
+        passed = False
+        notes.append("test predictions differ")
+    return passed, notes
+
+
+def verify(profile: Profile, results_root: str | Path, k: int, *, seed: int = 0, data_root: str | None = None,
+           device: str = "auto", work_dir: str | Path | None = None, log=print) -> list[VerifyOutcome]:
+    """Re-run ``k`` randomly chosen stored runs from scratch and check that every stored metric is
+    reproduced (bit-identical; SAM sharpness within :data:`SAMPLED_METRICS`). Prints one line per run."""
+    import random
+    import tempfile
+
+    check_positive("k", k, integer=True)
+    store = ResultStore(results_root, profile)
+    store.open()
+    done = [spec for spec in profile.runs() if store.state(spec) == "done"]
+    if not done:
+        raise ValueError(f"No stored runs of profile {profile.name!r} in {store.root}: run the sweep first.")
+    chosen = random.Random(seed).sample(done, min(k, len(done)))
+    outcomes = []
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        for spec in chosen:
+            stored = json.loads(store.result_path(spec).read_text())
+            threads = stored.get("provenance", {}).get("hardware", {}).get("cpu_count")
+            previous = torch.get_num_threads()
+            if threads:
+                torch.set_num_threads(int(threads))  # same reduction order as the stored run
+            try:
+                start = time.perf_counter()
+                run_one(_spec_to_dict(spec), str(Path(tmp) / "results"), str(Path(tmp) / "cache"), profile.version,
+                        data_root=data_root, device=device)
+                seconds = time.perf_counter() - start
+            finally:
+                torch.set_num_threads(previous)
+            fresh = json.loads((Path(tmp) / "results" / spec.profile / "runs" / spec.run_id / "result.json").read_text())
+            passed, notes = _compare_records(stored, fresh)
+            label = f"{spec.config.arch}/{spec.config.control}/seed{spec.config.seed}"
+            head = (f"{'PASS' if passed else 'FAIL'} {spec.run_id} {label}: "
+                    f"{len(stored.get('evaluation', {}).get('metrics', {})) + len(stored.get('metrics', {}))} metrics "
+                    f"{'reproduced' if passed else 'checked'} in {seconds:.0f} s")
+            log(head)
+            for note in notes:
+                log(f"    {note}")
+            outcomes.append(VerifyOutcome(spec.run_id, passed, (head, *notes)))
+    return outcomes

@@ -185,3 +185,34 @@ def test_bad_names_give_clear_errors(tmp_path):
         load_results(tmp_path)
     with pytest.raises(ValueError, match="executor"):
         sweep(micro_profile(), tmp_path, executor="kubernetes")
+
+
+def test_report_cli_prints_tables_and_claims(reference, capsys, tmp_path):
+    from sharpkit.cli import main
+
+    assert main(["report", "--profile", "micro", "--results", str(reference), "--html", str(tmp_path / "r.html")]) == 0
+    out = capsys.readouterr().out
+    assert "ViT trained on Digits" in out and "Baseline + SAM" in out and "claims" in out
+    assert "<table" in (tmp_path / "r.html").read_text()
+
+
+def test_verify_reruns_stored_runs_and_passes(reference, capsys):
+    from sharpkit.sweep import verify
+
+    outcomes = verify(micro_profile(), reference, 1, device="cpu", log=print)
+    assert len(outcomes) == 1 and outcomes[0].passed
+    assert capsys.readouterr().out.startswith("PASS")
+
+
+def test_verify_detects_a_changed_metric(reference, tmp_path):
+    import shutil
+
+    from sharpkit.sweep import verify
+
+    shutil.copytree(reference, tmp_path / "results")
+    for path in (tmp_path / "results" / "micro" / "runs").glob("*/result.json"):
+        record = json.loads(path.read_text())
+        record["evaluation"]["metrics"]["test_ece"] += 0.01
+        path.write_text(json.dumps(record))
+    outcomes = verify(micro_profile(), tmp_path / "results", 1, device="cpu", log=lambda *_: None)
+    assert not outcomes[0].passed and any("test_ece" in line for line in outcomes[0].lines)
