@@ -80,12 +80,18 @@ def test_sigkill_at_random_moments_then_resume_gives_identical_results(reference
         sweep(micro_profile(), {str(tmp_path / 'results')!r}, cache_dir={str(tmp_path / 'cache')!r}, progress=False)
     """))
     rng = random.Random(0)
-    for _ in range(3):
+    kills = 0
+    for _ in range(4):
         proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(4.0, 9.0))
+        # Wait until the sweep is at work (torch imported, a run started), then kill at a random moment.
+        deadline = time.time() + 60
+        while proc.poll() is None and not (tmp_path / "cache" / "work").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 2.5))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kills += proc.wait() == -signal.SIGKILL
+    assert kills >= 2, "the sweep finished before it could be killed: the test did not test anything"
     summary = sweep(micro_profile(), tmp_path / "results", cache_dir=tmp_path / "cache", progress=False,
                     log=lambda *_: None)
     assert len(summary.ran) + len(summary.skipped) == 4
