@@ -28,6 +28,20 @@ __all__ = ["BasicBlock", "ResNet", "resnet18"]
 
 # --- blocks -----------------------------------------------------------------------------------------
 
+class PointwiseConv2d(nn.Conv2d):
+    """A 1x1 convolution with stride s, computed as a stride-1 1x1 convolution of ``x[..., ::s, ::s]``.
+
+    The same function and the same parameters as ``nn.Conv2d(c_in, c_out, 1, stride=s)``. The detour
+    exists because torch 2.14.1's CPU (oneDNN) kernel for strided 1x1 convolutions corrupts the heap in
+    the backward pass for channels-last inputs with an odd batch size (a crash, reproduced with a bare
+    ``Conv2d(8, 16, 1, stride=2)``); subsampling first avoids that kernel on every device.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sh, sw = self.stride
+        return F.conv2d(x[..., ::sh, ::sw], self.weight, self.bias)
+
+
 class BasicBlock(nn.Module):
     """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), two 3x3 convs."""
 
@@ -41,7 +55,7 @@ class BasicBlock(nn.Module):
         self.shortcut = nn.Sequential()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                PointwiseConv2d(in_channels, out_channels, 1, stride=stride, bias=False),
                 nn.BatchNorm2d(out_channels),
             )
 

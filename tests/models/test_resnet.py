@@ -65,3 +65,34 @@ def test_block_is_relu_of_residual_sum():
         inner = torch.relu(block.bn1(block.conv1(x)))
         expected = torch.relu(block.bn2(block.conv2(inner)) + x)  # identity shortcut
         assert torch.allclose(block(x), expected)
+
+
+def test_pointwise_shortcut_equals_a_strided_1x1_convolution():
+    from sharpkit.models.resnet import PointwiseConv2d
+
+    torch.manual_seed(0)
+    ours = PointwiseConv2d(8, 16, 1, stride=2, bias=False)
+    reference = torch.nn.Conv2d(8, 16, 1, stride=2, bias=False)
+    reference.load_state_dict(ours.state_dict())
+    x = torch.randn(5, 8, 9, 9)
+    torch.testing.assert_close(ours(x), reference(x), rtol=1e-6, atol=1e-6)
+    assert ours(x).shape == (5, 16, 5, 5)
+
+
+def test_channels_last_training_with_an_odd_batch_does_not_crash():
+    # torch 2.14.1's strided 1x1 CPU kernel crashes here (heap corruption); run in a child process so a
+    # regression fails this test instead of killing the test session.
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, torch.nn.functional as F\n"
+        "from sharpkit.models import build_model\n"
+        "m = build_model('resnet18', num_classes=10, width=8).to(memory_format=torch.channels_last)\n"
+        "for n in (64, 33, 17, 33):\n"
+        "    x = torch.randn(n, 3, 32, 32).contiguous(memory_format=torch.channels_last)\n"
+        "    F.cross_entropy(m(x), torch.randint(0, 10, (n,))).backward()\n"
+        "print('survived')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "survived" in result.stdout, result.stderr[-2000:]
