@@ -574,3 +574,35 @@ def paper_claims(include_duplicates: bool = False) -> pd.DataFrame:
         for item in _cell_claims(cell):
             out.append({"table": n, **item})
     return pd.DataFrame(out, columns=["table"] + _CLAIM_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------------------
+# Our datasets and the paper's
+# --------------------------------------------------------------------------------------------------
+PAPER_DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "tinyimagenet")
+
+
+def paper_dataset(dataset: str) -> str:
+    """The paper's dataset (``cifar10``, ``cifar100`` or ``tinyimagenet``) that a sharpkit dataset name
+    stands for, so that a table of our runs can be shown next to the matching table of the paper.
+
+    The paper's names (and their ``-c`` corrupted sets) map to themselves; an ``npz:`` file whose name
+    starts with one of them to that dataset (``npz:../shared/data/cifar10-jpeg-20k.npz`` -> ``cifar10``);
+    every other dataset (``digits``, other files) to ``cifar10``, the closest of the paper's datasets,
+    as :func:`sharpkit.controls.recipe_for` does for the training recipe. The result differs from
+    ``dataset`` exactly when the data are a stand-in, which a page should say.
+    """
+    if not isinstance(dataset, str) or not dataset:
+        raise ValueError(f"Expected `dataset` to be a sharpkit dataset name such as 'cifar10' or 'digits', "
+                         f"but got {dataset!r}.")
+    base, _, path = dataset.partition(":")
+    base = base.removesuffix("-c")
+    if base in PAPER_DATASETS:
+        return base
+    if base == "npz":
+        stem = path.replace("\\", "/").rsplit("/", 1)[-1].lower()
+        # Longest name first: "cifar100..." also starts with "cifar10".
+        for name in sorted(PAPER_DATASETS, key=len, reverse=True):
+            if stem.startswith(name):
+                return name
+    return "cifar10"

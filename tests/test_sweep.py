@@ -222,3 +222,18 @@ def test_verify_detects_a_changed_metric(reference, tmp_path):
         path.write_text(json.dumps(record))
     outcomes = verify(micro_profile(), tmp_path / "results", 1, device="cpu", log=lambda *_: None)
     assert not outcomes[0].passed and any("test_ece" in line for line in outcomes[0].lines)
+
+
+def test_two_local_workers_give_the_same_results(reference, tmp_path):
+    """Each of the two workers gets one of the two cores, so CPU reductions run with a different thread
+    count than the single-process reference: equal up to float rounding, not bit for bit."""
+    summary = sweep(micro_profile(), tmp_path / "results", workers=2, cache_dir=tmp_path / "cache", progress=False,
+                    log=lambda *_: None)
+    assert len(summary.ran) == 4
+    ours, theirs = _records(tmp_path / "results"), _records(reference)
+    assert ours.keys() == theirs.keys()
+    for run_id in ours:
+        a, b = ours[run_id]["evaluation"]["metrics"], theirs[run_id]["evaluation"]["metrics"]
+        assert a.keys() == b.keys()
+        for name in a:
+            assert a[name] == pytest.approx(b[name], rel=2e-2 if name == "sam_sharpness" else 1e-4, abs=1e-6), name

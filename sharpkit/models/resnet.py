@@ -39,7 +39,9 @@ class PointwiseConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sh, sw = self.stride
-        return F.conv2d(x[..., ::sh, ::sw], self.weight, self.bias)
+        # A strided view would send conv2d down a slow generic path: copy it in the input's layout.
+        layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        return F.conv2d(x[..., ::sh, ::sw].contiguous(memory_format=layout), self.weight, self.bias)
 
 
 class BasicBlock(nn.Module):
