@@ -189,8 +189,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         failed = sum(not o.passed for o in outcomes)
         print(f"verify: {len(outcomes) - failed} passed, {failed} failed")
         return 1 if failed else 0
-    summary = sweep(profile, args.results, executor=args.executor, workers=args.workers, cache_dir=args.cache,
-                    data_root=args.data_root, device=args.device, progress=not args.no_progress)
+    sweep(profile, args.results, executor=args.executor, workers=args.workers, cache_dir=args.cache,
+          data_root=args.data_root, device=args.device, progress=not args.no_progress)
     return 0
 
 

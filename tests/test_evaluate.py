@@ -8,7 +8,7 @@ import torch
 from sharpkit import metrics as M
 from sharpkit.cli import main
 from sharpkit.config import make_train_config
-from sharpkit.data import DeviceLoader, ImageDataset, load_dataset, subset_indices
+from sharpkit.data import DeviceLoader, load_dataset, subset_indices
 from sharpkit.evaluate import EvalSettings, decode_predictions, encode_predictions, evaluate_run, load_run
 from sharpkit.train import train
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sharpkit.evaluate import EvalSettings
-from sharpkit.profiles import Experiment, Profile, get_profile
-from sharpkit.store import ResultStore, StoreError, load_results, load_sweep_info
+from sharpkit.profiles import get_profile
+from sharpkit.store import StoreError, load_results, load_sweep_info
 from sharpkit.sweep import dry_run, sweep
 
 MICRO_SOURCE = """
