@@ -11,6 +11,15 @@ Exact conventions: ``../shared/docs/paper-protocol.md``, "Metrics, exactly as th
 """
 from __future__ import annotations
 
+from .adaptive_sharpness import AdaptiveSharpness, adaptive_sharpness, apgd_checkpoints, normalize_logits
+from .curvature import (
+    HessianEigen,
+    HessianTrace,
+    hessian_matrix,
+    hessian_top_eigenvalues,
+    hessian_trace,
+    hessian_vector_product,
+)
 from .evaluation import (
     CorruptionAccuracy,
     Disagreement,
@@ -23,6 +32,7 @@ from .evaluation import (
     prediction_disagreement,
 )
 from .fisher_rao import count_layers, fisher_rao_norm, fisher_rao_norm_from_logits, fisher_rao_terms
+from .landscape import Asymmetry, LossCurve, asymmetry_factor, loss_along_direction, random_direction
 from .relative_flatness import (
     relative_flatness,
     relative_flatness_exact,
@@ -41,6 +51,10 @@ SHARPNESS_METRICS = {
 
 __all__ = [
     "SHARPNESS_METRICS",
+    "AdaptiveSharpness", "adaptive_sharpness", "apgd_checkpoints", "normalize_logits",
+    "HessianEigen", "HessianTrace", "hessian_matrix", "hessian_top_eigenvalues", "hessian_trace",
+    "hessian_vector_product",
+    "Asymmetry", "LossCurve", "asymmetry_factor", "loss_along_direction", "random_direction",
     "CorruptionAccuracy",
     "Disagreement",
     "Predictions",

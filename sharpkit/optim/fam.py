@@ -1,0 +1,189 @@
+r"""FAM: relative-flatness-aware minimisation (Adilova et al., 2023), as a differentiable penalty.
+
+Source: Adilova, Abourayya, Li, Dada, Petzka, Egger, Kleesiek and Kamp, "FAM: Relative Flatness
+Aware Minimization" (TAG-ML workshop, ICML 2023; ``../shared/papers/004_*``). The regularised
+objective is
+
+.. math::
+    \ell(S, \mathbf W) + \lambda\, \kappa(\mathbf w^l),
+    \qquad
+    \kappa(\mathbf w^l) = \sum_{s,s'} \langle \mathbf w^l_s, \mathbf w^l_{s'}\rangle\,
+                           \mathrm{Tr}\, H_{s,s'}(\mathbf w^l),
+
+with :math:`\mathbf w^l_s` the rows of the chosen layer (the weights into neuron s) and
+:math:`H_{s,s'}` the blocks of the Hessian of the batch loss w.r.t. that layer (Petzka et al. 2021,
+the measure of :mod:`sharpkit.metrics.relative_flatness`). Its gradient (their Lemma 1) has a
+part through the weights of layer l and a third-derivative part through every weight of the
+network; autograd computes both when the penalty is built from differentiable tensors.
+
+Two penalties:
+
+- :func:`fam_penalty` / :func:`classifier_relative_flatness`: exact, for the final ``Linear`` layer
+  under softmax cross-entropy, through the closed form of :mod:`sharpkit.metrics.relative_flatness`
+  (same formula, same conventions, here differentiable w.r.t. features, weight and bias):
+
+  .. math::
+      \kappa = \frac{1}{n}\sum_n \|\phi_n\|^2 \sum_t \mathrm{Var}_{s\sim p_n}(W_{st}),
+      \qquad p_n = \mathrm{softmax}(W\phi_n + b),
+
+  optionally with the std reparametrisation of the features (``normalize_features``; the
+  standard deviation is then that of the batch, and it is differentiated through). It does not
+  depend on the labels: the Hessian of the cross-entropy w.r.t. the logits is
+  :math:`\mathrm{diag}(p) - pp^\top` whatever the label. Cost O(batch x classes x features).
+- :func:`simplified_fam_penalty`: any layer, any loss (004 sec. 3.2, after Petzka et al. 2019):
+  :math:`\hat\kappa = \|\mathbf w^l\|_2^2\, \mathrm{Tr}(H)` with :math:`H` the Hessian of the loss
+  w.r.t. the whole layer and the trace estimated by Hutchinson with Rademacher probes (004 app. A.2),
+  built with ``create_graph=True`` so the penalty is differentiable.
+
+:func:`fam_loss` puts the pieces together for a training step. Units: nats (kappa is invariant
+to the scale of the weights for the exact form with normalised features).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._validation import check_positive
+
+__all__ = ["FamLoss", "classifier_relative_flatness", "fam_loss", "fam_penalty", "simplified_fam_penalty"]
+
+
+def classifier_relative_flatness(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                                 normalize_features: bool = False) -> torch.Tensor:
+    """Differentiable relative flatness :math:`\\kappa` of a softmax cross-entropy ``Linear`` head on
+    one batch (module docstring), a 0-d tensor in the inputs' dtype.
+
+    Equals :func:`sharpkit.metrics.relative_flatness_from_features` on the single batch
+    ``[features]`` with the same ``normalize_features`` (any reduction: one batch).
+
+    Args:
+        features: (B, d) inputs of the head (with their autograd graph, for the full FAM gradient).
+        weight: (C, d) head weight; bias: (C,) or None.
+        normalize_features: std reparametrisation with the batch's feature std (ddof=0); features
+            constant over the batch are dropped as in relative_flatness.
+    """
+    if not torch.is_tensor(features) or features.ndim != 2 or features.shape[0] == 0:
+        raise ValueError("Expected `features` as a tensor of shape (B, d) with B > 0, but got "
+                         f"{tuple(features.shape) if torch.is_tensor(features) else type(features).__name__}.")
+    if not torch.is_tensor(weight) or weight.ndim != 2 or weight.shape[1] != features.shape[1]:
+        raise ValueError(f"Expected `weight` of shape (C, {features.shape[1]}) (the features' width), but got "
+                         f"{tuple(weight.shape) if torch.is_tensor(weight) else type(weight).__name__}.")
+    if bias is not None and (not torch.is_tensor(bias) or bias.shape != (weight.shape[0],)):
+        raise ValueError(f"Expected `bias` of shape ({weight.shape[0]},) or None, but got "
+                         f"{tuple(bias.shape) if torch.is_tensor(bias) else type(bias).__name__}.")
+    logits = F.linear(features, weight, bias)
+    p = torch.softmax(logits, dim=1)                               # (B, C)
+    # Var_{s~p}(W_st) is shift-invariant in s; centring the columns reduces cancellation.
+    centred = weight - weight.mean(dim=0, keepdim=True)
+    first = p @ centred                                            # (B, d)
+    variance = p @ centred.pow(2) - first.pow(2)                   # c_nt, (B, d)
+    squares = features.pow(2)                                      # a_nt, (B, d)
+    if not normalize_features:
+        return (squares.sum(dim=1) * variance.sum(dim=1)).mean()
+    mean = features.mean(dim=0)
+    spread = (features - mean).pow(2).mean(dim=0)                  # sigma_t^2
+    # Same rule as relative_flatness: sigma <= 1e-12 |mean| means a constant feature (folded into
+    # the bias); it must not enter through 1 / sigma^2.
+    kept = (spread > 1e-24 * mean.pow(2)).detach()
+    inverse = torch.where(kept, 1.0 / torch.where(kept, spread, torch.ones_like(spread)), torch.zeros_like(spread))
+    direct = torch.where(kept, spread, torch.zeros_like(spread))
+    return ((squares @ inverse) * (variance @ direct)).mean()
+
+
+def _classifier(model: nn.Module) -> nn.Linear:
+    classifier = getattr(model, "classifier", None)
+    if not isinstance(classifier, nn.Linear):
+        raise ValueError("Expected a model with a `classifier` nn.Linear (sharpkit's model contract), but got "
+                         f"{type(model).__name__} with classifier {type(classifier).__name__}.")
+    return classifier
+
+
+def fam_penalty(model: nn.Module, features: torch.Tensor, normalize_features: bool = False) -> torch.Tensor:
+    """Exact FAM penalty of ``model.classifier`` on a batch of its input ``features`` (B, d)
+    (:func:`classifier_relative_flatness` with the classifier's weight and bias). Pass
+    ``model.features(x)`` with its graph so the gradient reaches every layer."""
+    classifier = _classifier(model)
+    return classifier_relative_flatness(features, classifier.weight, classifier.bias, normalize_features)
+
+
+def simplified_fam_penalty(loss: torch.Tensor, weight: torch.Tensor, samples: int = 1,
+                           generator: torch.Generator | None = None) -> torch.Tensor:
+    """:math:`\\|\\mathbf w\\|_2^2 \\cdot \\frac1S\\sum_i z_i^\\top H z_i` (module docstring), differentiable.
+
+    Args:
+        loss: scalar loss with its autograd graph (e.g. the batch cross-entropy).
+        weight: the layer's weight tensor (a leaf of that graph, e.g. ``model.features[0].weight``).
+        samples: number S of Rademacher probes (each one extra double-backward).
+        generator: ``torch.Generator`` for the probes, drawn as
+            ``2 * torch.randint(0, 2, weight.shape, generator=generator) - 1`` on the generator's device;
+            ``None``: global RNG.
+    """
+    check_positive("samples", samples, integer=True)
+    if not torch.is_tensor(loss) or loss.ndim != 0 or not loss.requires_grad:
+        raise ValueError("Expected `loss` as a scalar tensor with an autograd graph (requires_grad=True), "
+                         "computed without torch.no_grad().")
+    if not torch.is_tensor(weight) or not weight.requires_grad:
+        raise ValueError("Expected `weight` as a tensor that requires gradients (a parameter of the model).")
+    (grad,) = torch.autograd.grad(loss, weight, create_graph=True)
+    device = weight.device if generator is None else generator.device
+    estimate = torch.zeros((), dtype=weight.dtype, device=weight.device)
+    for _ in range(samples):
+        probe = (2 * torch.randint(0, 2, weight.shape, device=device, generator=generator) - 1).to(weight)
+        if not grad.requires_grad:  # the loss is linear in the weight: H = 0
+            break
+        (hessian_probe,) = torch.autograd.grad(grad, weight, grad_outputs=probe, create_graph=True,
+                                               retain_graph=True)
+        estimate = estimate + (probe * hessian_probe).sum()
+    return weight.pow(2).sum() * estimate / samples
+
+
+@dataclass(frozen=True)
+class FamLoss:
+    """Result of :func:`fam_loss` (tensors with their graphs).
+
+    Attributes:
+        total: ``loss + strength * penalty``, to call ``backward()`` on.
+        loss: the batch cross-entropy.
+        penalty: :math:`\\kappa` (exact, classifier) or :math:`\\hat\\kappa` (simplified, other layer).
+    """
+
+    total: torch.Tensor
+    loss: torch.Tensor
+    penalty: torch.Tensor
+
+
+def fam_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, strength: float, layer: str = "classifier",
+             normalize_features: bool = False, samples: int = 1, generator: torch.Generator | None = None,
+             loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy) -> FamLoss:
+    """FAM objective of one training batch (module docstring), one forward pass.
+
+    Args:
+        model: a sharpkit model (``features(x)`` feeds ``classifier``), in the mode the training loop set.
+        x, y: the batch.
+        strength: :math:`\\lambda \\ge 0` (004 uses 0.1 for image classification).
+        layer: ``"classifier"`` for the exact penalty (cross-entropy only), or the name of any
+            parameter (``model.named_parameters()``) for the simplified penalty on it.
+        normalize_features: std reparametrisation in the exact penalty.
+        samples, generator: Hutchinson probes of the simplified penalty.
+        loss_fn: the data loss (the exact penalty assumes cross-entropy and refuses another).
+    """
+    check_positive("strength", strength, allow_zero=True)
+    classifier = _classifier(model)
+    features = model.features(x)
+    loss = loss_fn(classifier(features), y)
+    if layer == "classifier":
+        if loss_fn is not F.cross_entropy:
+            raise ValueError("The exact classifier penalty is the closed form for softmax cross-entropy; with "
+                             "another `loss_fn` pass layer='classifier.weight' for the simplified penalty.")
+        penalty = classifier_relative_flatness(features, classifier.weight, classifier.bias, normalize_features)
+    else:
+        parameters = dict(model.named_parameters())
+        if layer not in parameters:
+            raise ValueError(f"Expected `layer` to be 'classifier' or a parameter name of the model, but got "
+                             f"{layer!r}; parameter names: {sorted(parameters)!r}.")
+        penalty = simplified_fam_penalty(loss, parameters[layer], samples, generator)
+    return FamLoss(total=loss + strength * penalty, loss=loss, penalty=penalty)
