@@ -105,22 +105,17 @@ def run_sweep(profile: str, results: Path, workers: int) -> None:
 # --------------------------------------------------------------------------------------------------
 # 3. Notebooks
 # --------------------------------------------------------------------------------------------------
-def paper_dataset_of(dataset: str) -> str:
-    from sharpkit.report import paper_dataset
-
-    return paper_dataset(dataset)
-
-
-def table_dataset(profile: str, arch: str, paper_dataset: str) -> str:
-    """The profile's dataset standing for ``paper_dataset`` with ``arch`` (e.g. ``digits`` for CIFAR-10 in
-    digits-mini); the paper's own dataset name when the profile has no such experiment (the page
+def table_dataset(profile: str, arch: str, paper_ds: str) -> str:
+    """The profile's dataset standing for the paper's ``paper_ds`` with ``arch`` (e.g. ``digits`` for
+    CIFAR-10 in digits-mini); ``paper_ds`` itself when the profile has no such experiment (the page
     then says that there are no results and how to produce them)."""
     from sharpkit.profiles import get_profile
+    from sharpkit.report import paper_dataset
 
     for experiment in get_profile(profile).experiments:
-        if experiment.arch == arch and paper_dataset_of(experiment.dataset) == paper_dataset:
+        if experiment.arch == arch and paper_dataset(experiment.dataset) == paper_ds:
             return experiment.dataset
-    return paper_dataset
+    return paper_ds
 
 
 def book_pages(profile: str, results_dir: str) -> list[Page]:
@@ -128,12 +123,12 @@ def book_pages(profile: str, results_dir: str) -> list[Page]:
     from sharpkit.report import paper_table, paper_tables_index
 
     common = {"results_dir": results_dir, "profile": profile}
-    pages = [Page("overview", "overview", common), Page("report", "report", common)]
+    # The slowest first, so that they overlap with the others when several run at once.
+    pages = [Page("metrics_explained", "metrics_explained", {}), Page("kendall_tau", "kendall_tau", common),
+             Page("overview", "overview", common), Page("report", "report", common)]
     for n, (arch, paper_ds) in sorted(paper_tables_index().items()):
         parameters = {"arch": arch, "dataset": table_dataset(profile, arch, paper_ds), **common}
         pages.append(Page(f"table-{n}", "table", parameters, title=paper_table(n).title))
-    pages.append(Page("kendall_tau", "kendall_tau", common))
-    pages.append(Page("metrics_explained", "metrics_explained", {}))
     return pages
 
 
@@ -147,7 +142,7 @@ def set_title(notebook: Any, title: str) -> None:
     raise ValueError("Expected a notebook whose first markdown cell starts with a '# ' title, but found none.")
 
 
-def execute_page(page: Page, out_dir: Path, work_dir: Path, cwd: Path) -> Path:
+def execute_page(page: Page, out_dir: Path, work_dir: Path, cwd: Path, threads: int) -> Path:
     """jupytext -> .ipynb (title set) -> papermill with the page's parameters, run in ``cwd``."""
     import jupytext
     import nbformat
@@ -162,7 +157,7 @@ def execute_page(page: Page, out_dir: Path, work_dir: Path, cwd: Path) -> Path:
                "-y", json.dumps(page.parameters)]
     started = time.perf_counter()
     result = subprocess.run([str(c) for c in command], capture_output=True, text=True,
-                            env={**os.environ, **KERNEL_ENV})
+                            env={**os.environ, **KERNEL_ENV, "OMP_NUM_THREADS": str(threads)})
     if result.returncode != 0:
         raise RuntimeError(f"papermill failed on {page.name} ({' '.join(map(str, command))}):\n"
                            f"{result.stderr[-4000:]}\nThe partly executed notebook is {target}.")
@@ -173,9 +168,13 @@ def execute_page(page: Page, out_dir: Path, work_dir: Path, cwd: Path) -> Path:
 
 def execute_pages(pages: list[Page], out_dir: Path, cwd: Path, jobs: int) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = max(1, jobs)
+    # Kernels running side by side share the cores: more OpenMP threads than cores makes torch's
+    # spinning threads slow everything down by an order of magnitude.
+    threads = max(1, (os.cpu_count() or 1) // jobs)
     with tempfile.TemporaryDirectory(prefix="sharpkit-book-") as work:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = [pool.submit(execute_page, page, out_dir, Path(work), cwd) for page in pages]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(execute_page, page, out_dir, Path(work), cwd, threads) for page in pages]
             return [future.result() for future in futures]
 
 
@@ -263,6 +262,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="notebooks executed at the same time (default: up to 4, one per core)")
     parser.add_argument("--no-strict", action="store_true", help="do not turn Sphinx warnings into errors")
     parser.add_argument("--execute-into", help="only execute notebooks, into this folder (also their working directory)")
+    parser.add_argument("--executed", help="render the notebooks already executed in this folder (e.g. tests/book/executed) "
+                                           "instead of running the sweep and papermill")
     parser.add_argument("--pages", help="comma-separated page names to execute (default: all)")
     return parser.parse_args(argv)
 
@@ -287,15 +288,18 @@ def main(argv: list[str] | None = None) -> int:
         log(f"done in {time.perf_counter() - started:.0f} s")
         return 0
 
-    if not args.no_sweep:
-        run_sweep(profile, results, args.workers)
     output_root = Path(args.output).resolve()
     build = output_root / "_build"
     src = build / "src"
     shutil.rmtree(src, ignore_errors=True)
-    src.mkdir(parents=True)
-    results_arg = os.path.relpath(results, ROOT)
-    execute_pages(book_pages(profile, results_arg), src / "notebooks", ROOT, args.jobs)
+    (src / "notebooks").mkdir(parents=True)
+    if args.executed:
+        for page in book_pages(profile, args.results):
+            shutil.copy2(Path(args.executed) / f"{page.name}.ipynb", src / "notebooks" / f"{page.name}.ipynb")
+    else:
+        if not args.no_sweep:
+            run_sweep(profile, results, args.workers)
+        execute_pages(book_pages(profile, os.path.relpath(results, ROOT)), src / "notebooks", ROOT, args.jobs)
     stage_sources(src, vendor_mathjax(build / "vendor"))
     html = build_site(src, output_root, strict=not args.no_strict)
     log(f"book ready in {time.perf_counter() - started:.0f} s: {html / 'index.html'}")

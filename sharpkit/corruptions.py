@@ -808,7 +808,7 @@ def write_corrupted_npy(
     Returns:
         The corruption names written, in the order given.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     images = _check_batch(images)
     check_positive("seed", seed, allow_zero=True, integer=True)

@@ -30,6 +30,14 @@ from .profiles import Profile, RunSpec
 
 STORE_SCHEMA_VERSION = 1
 RUN_STATUSES = ("ok", "diverged")
+# The columns of load_results (also those of an empty store); metrics follow the evaluation names.
+RESULT_COLUMNS = (
+    "run_id", "profile", "profile_version", "arch", "dataset", "control", "seed", "status", "diverged_epoch",
+    "epochs", "model_size", "train_subset", "test_subset", "lr", "batch_size", "uses_sam", "train_loss",
+    "wall_time_s", "eval_wall_time_s", "git_commit", "torch", "device", "finished",
+    "test_accuracy", "test_ece", "generalization_gap", "corruption_accuracy", "fisher_rao_norm", "sam_sharpness",
+    "relative_flatness", "train_accuracy", "prediction_disagreement",
+)
 
 
 class StoreError(ValueError):
@@ -234,7 +242,7 @@ def load_results(path: str | Path, profile: str | None = None) -> pd.DataFrame:
         row.update(record.get("evaluation", {}).get("metrics", {}))
         row["prediction_disagreement"] = cells.get(record["run_id"], float("nan"))
         rows.append(row)
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows, columns=RESULT_COLUMNS if not rows else None)
     if frame.empty:
         return frame
     return frame.sort_values(["dataset", "arch", "control", "seed"], kind="stable").reset_index(drop=True)

@@ -143,6 +143,11 @@ def sweep(profile: Profile, results_root: str | Path = "results", *, executor: s
         summary.ran.append(spec.run_id)
         if status == "diverged":
             summary.diverged.append(spec.run_id)
+    summary.wall_time_s = time.perf_counter() - t0
+    if not pending:  # nothing ran: leave the store (and a committed results folder) untouched
+        for line in summary.lines():
+            log(line)
+        return summary
     store.update_cells()
     summary.wall_time_s = time.perf_counter() - t0
     store.record_sweep({"started": started_at, "finished": utc_now(), "wall_time_s": summary.wall_time_s,
@@ -156,7 +161,7 @@ def sweep(profile: Profile, results_root: str | Path = "results", *, executor: s
 
 def _run_inline(pending: list[RunSpec], args: list[tuple], data_root: str | None, device: str, progress: bool,
                 log) -> list[str]:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from .data import load_dataset
 

@@ -1,0 +1,112 @@
+"""scripts/build_book.py: which pages it makes, with which parameters, and that the executed notebooks
+committed for the other book tests are those its sources produce."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ._helpers import EXECUTED, PROFILE, ROOT, load_build_book
+
+jupytext = pytest.importorskip("jupytext", reason="the book extra is not installed: pip install -e '.[book]'")
+nbformat = pytest.importorskip("nbformat", reason="the book extra is not installed: pip install -e '.[book]'")
+yaml = pytest.importorskip("yaml", reason="the book extra is not installed: pip install -e '.[book]'")
+
+from sharpkit.report import paper_dataset, paper_tables_index  # noqa: E402
+
+REGENERATE = ("python scripts/build_book.py --profile smoke --results tests/book/results "
+              "--execute-into tests/book/executed")
+
+
+def toc_files() -> list[str]:
+    """Every `file:` entry of _toc.yml, root first."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries:
+            if "file" in entry:
+                files.append(entry["file"])
+            walk(entry.get("sections", []))
+
+    for part in toc["parts"]:
+        walk(part["chapters"])
+    return files
+
+
+@pytest.mark.parametrize("dataset, expected", [
+    ("cifar10", "cifar10"), ("cifar100", "cifar100"), ("tinyimagenet", "tinyimagenet"),
+    ("cifar100-c", "cifar100"), ("cifar10-c:/data/CIFAR-10-C", "cifar10"),
+    ("npz:../shared/data/cifar10-jpeg-20k.npz", "cifar10"), ("npz:/x/CIFAR100_small.npz", "cifar100"),
+    ("npz:/x/tinyimagenet-64.npz", "tinyimagenet"), ("npz:/x/other.npz", "cifar10"), ("digits", "cifar10"),
+])
+def test_paper_dataset_maps_our_datasets_to_the_papers(dataset, expected):
+    assert paper_dataset(dataset) == expected
+
+
+def test_paper_dataset_rejects_a_non_name():
+    with pytest.raises(ValueError, match="dataset name"):
+        paper_dataset("")
+
+
+def test_every_notebook_page_of_the_toc_is_made_and_every_made_page_is_listed(build_book):
+    listed = {f.removeprefix("notebooks/") for f in toc_files() if f.startswith("notebooks/")}
+    made = {page.name for page in build_book.book_pages(PROFILE, "results")}
+    assert listed == made
+    for prose in (f for f in toc_files() if f.startswith("book/")):
+        assert (ROOT / f"{prose}.md").is_file(), prose
+    for page in build_book.book_pages(PROFILE, "results"):
+        assert (ROOT / "notebooks" / f"{page.source}.md").is_file(), page.source
+
+
+def test_one_table_page_per_paper_table_with_the_datasets_of_the_profile(build_book):
+    pages = {p.name: p for p in build_book.book_pages("digits-mini", "results")}
+    for n, (arch, dataset) in paper_tables_index().items():
+        page = pages[f"table-{n}"]
+        assert page.source == "table" and page.title.startswith(f"Table {n}: ")
+        assert page.parameters["arch"] == arch
+        # digits stands in for CIFAR-10; the other datasets have no experiment in digits-mini.
+        assert page.parameters["dataset"] == ("digits" if dataset == "cifar10" else dataset)
+        assert page.parameters["profile"] == "digits-mini" and page.parameters["results_dir"] == "results"
+    cifar_pages = {p.name: p for p in build_book.book_pages("cifar10-mini", "results")}
+    assert cifar_pages["table-4"].parameters["dataset"] == "npz:../shared/data/cifar10-jpeg-20k.npz"
+    assert cifar_pages["table-5"].parameters["dataset"] == "cifar100"
+
+
+def test_the_profile_is_cifar10_mini_only_when_its_results_are_stored(build_book, tmp_path):
+    assert build_book.choose_profile(None, tmp_path) == "digits-mini"
+    assert build_book.choose_profile("smoke", tmp_path) == "smoke"
+    (tmp_path / "cifar10-mini" / "runs" / "abc").mkdir(parents=True)
+    (tmp_path / "cifar10-mini" / "sweep.json").write_text("{}")
+    assert build_book.choose_profile(None, tmp_path) == "digits-mini"  # a store without any run
+    (tmp_path / "cifar10-mini" / "runs" / "abc" / "result.json").write_text("{}")
+    assert build_book.choose_profile(None, tmp_path) == "cifar10-mini"
+
+
+def test_set_title_replaces_the_first_heading_only(build_book):
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_markdown_cell("# Generic title\n\nText.\n\n# Later heading"),
+    ])
+    build_book.set_title(notebook, "Table 3: ResNet-18 trained on TinyImageNet")
+    assert notebook.cells[1].source == "# Table 3: ResNet-18 trained on TinyImageNet\n\nText.\n\n# Later heading"
+    with pytest.raises(ValueError, match="title"):
+        build_book.set_title(nbformat.v4.new_notebook(), "x")
+
+
+def code_cells(notebook) -> list[str]:
+    return [c.source.strip() for c in notebook.cells
+            if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+
+
+@pytest.mark.parametrize("page", [p.name for p in load_build_book().book_pages(PROFILE, "../results")])
+def test_committed_executed_notebooks_are_up_to_date(build_book, page):
+    """The notebooks nbval re-runs must be the current sources executed with the current parameters."""
+    spec = {p.name: p for p in build_book.book_pages(PROFILE, "../results")}[page]
+    executed = nbformat.read(EXECUTED / f"{page}.ipynb", as_version=4)
+    source = jupytext.read(ROOT / "notebooks" / f"{spec.source}.md")
+    stale = f"tests/book/executed/{page}.ipynb is stale; regenerate it with `{REGENERATE}`."
+    assert code_cells(executed) == code_cells(source), stale
+    assert executed.metadata["papermill"]["parameters"] == json.loads(json.dumps(spec.parameters)), stale
+    errors = [o for c in executed.cells for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert not errors, stale
