@@ -7,11 +7,13 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ._validation import check_choice, check_positive
-from .controls import get_control, recipe_for
+from .controls import SAM_VARIANTS, get_control, recipe_for
 from .data.loader import AUGMENTATIONS
 
 SCHEDULERS = ("none", "cosine")
 SCHEDULER_STEPS = ("epoch", "batch")
+# Fields added after results were first stored, with the value that reproduces the old behaviour.
+OPTIONAL_FIELDS: dict[str, Any] = {"sam_variant": "sam", "fam_strength": 0.0}
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,9 @@ class TrainConfig:
     reproduce_wd_sam_bug: bool = False
     bf16: bool = False  # CUDA only: bfloat16 autocast
     channels_last: bool = False
+    # Added for the controls beyond the paper; see OPTIONAL_FIELDS.
+    sam_variant: str = "sam"  # "sam" | "asam" (eta 0.01) | "average_sam"
+    fam_strength: float = 0.0  # FAM penalty on the classifier (closed form); 0 = plain cross-entropy
 
     def __post_init__(self) -> None:
         check_positive("epochs", self.epochs, integer=True)
@@ -53,6 +58,8 @@ class TrainConfig:
         check_choice("augmentation", self.augmentation, AUGMENTATIONS)
         check_choice("scheduler", self.scheduler, SCHEDULERS)
         check_choice("scheduler_step", self.scheduler_step, SCHEDULER_STEPS)
+        check_choice("sam_variant", self.sam_variant, SAM_VARIANTS)
+        check_positive("fam_strength", self.fam_strength, allow_zero=True)
         get_control(self.control)
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"Expected `seed` to be a non-negative integer, but got {self.seed!r}.")
@@ -68,7 +75,13 @@ class TrainConfig:
                                  and self.dataset.split(":")[0] == "cifar10")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as a dict; fields in :data:`OPTIONAL_FIELDS` only when they differ from their
+        default, so run ids (hashes of this dict) of results stored before they existed stay valid."""
+        data = asdict(self)
+        for name, default in OPTIONAL_FIELDS.items():
+            if data[name] == default:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -101,8 +114,9 @@ def make_train_config(arch: str, dataset: str, control: str, seed: int, **overri
     augmentation = "auto" if ctrl.augmentation else "none"
     values: dict[str, Any] = dict(
         epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr, momentum=recipe.momentum,
-        weight_decay=ctrl.weight_decay, sam=ctrl.sam, sam_rho=recipe.sam_rho,
-        augmentation=augmentation, scheduler=recipe.scheduler, scheduler_step=recipe.scheduler_step,
+        weight_decay=ctrl.weight_decay, sam=ctrl.sam,
+        sam_rho=recipe.sam_rho if ctrl.sam_rho is None else ctrl.sam_rho,
+        sam_variant=ctrl.sam_variant, fam_strength=ctrl.fam_strength, augmentation=augmentation, scheduler=recipe.scheduler, scheduler_step=recipe.scheduler_step,
     )
     values.update(overrides)
     if values["augmentation"] == "auto":

@@ -18,8 +18,24 @@ class Control:
     label: str  # as printed in the paper's tables
     augmentation: bool  # the protocol's augmentation for the image size
     weight_decay: float  # coupled L2 on all parameters (SGD's weight_decay)
-    sam: bool  # two-pass SAM around SGD
+    sam: bool  # a two-pass sharpness-aware step around SGD
+    sam_variant: str = "sam"  # which one: "sam" (Foret et al.), "asam" (Kwon et al.), "average_sam"
+    sam_rho: float | None = None  # None: the recipe's rho (SAM's 0.05)
+    fam_strength: float = 0.0  # lambda of the FAM penalty on the classifier (Adilova et al.); 0 = off
+    in_paper: bool = True  # one of the paper's six controls (its tables and claims use only these)
 
+
+# Controls beyond the paper, usable in any profile (the "Beyond the paper" chapter); the paper's tables
+# and claims ignore them. Radii and strength are their authors' CIFAR-10 defaults: ASAM rho 0.5 with
+# eta 0.01 (Kwon et al. 2021), random-direction SAM rho 0.5 (Boca et al., ../shared/papers/002_*),
+# FAM lambda 0.1 (Adilova et al., ../shared/papers/004_*).
+EXTRA_CONTROLS: tuple[Control, ...] = (
+    Control("asam", "ASAM", augmentation=False, weight_decay=0.0, sam=True, sam_variant="asam", sam_rho=0.5,
+            in_paper=False),
+    Control("average_sam", "Average SAM", augmentation=False, weight_decay=0.0, sam=True,
+            sam_variant="average_sam", sam_rho=0.5, in_paper=False),
+    Control("fam", "FAM", augmentation=False, weight_decay=0.0, sam=False, fam_strength=0.1, in_paper=False),
+)
 
 CONTROLS: dict[str, Control] = {
     c.name: c
@@ -30,8 +46,11 @@ CONTROLS: dict[str, Control] = {
         Control("augmentation_sam", "Augmentation + SAM", augmentation=True, weight_decay=0.0, sam=True),
         Control("weight_decay", "Weight Decay", augmentation=False, weight_decay=5e-4, sam=False),
         Control("weight_decay_sam", "Weight Decay + SAM", augmentation=False, weight_decay=5e-4, sam=True),
+        *EXTRA_CONTROLS,
     )
 }
+PAPER_CONTROLS: tuple[str, ...] = tuple(name for name, c in CONTROLS.items() if c.in_paper)
+SAM_VARIANTS = ("sam", "asam", "average_sam")
 
 
 def get_control(name: str) -> Control:

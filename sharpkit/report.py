@@ -418,9 +418,10 @@ _CLAIM_COLUMNS = ["arch", "dataset", "claim", "description", "metric", "evaluati
 def _sam_pairs() -> list[tuple[str, str]]:
     """(control without SAM, the same control with SAM), from the control registry."""
     pairs = []
-    for sam in CONTROLS.values():
+    paper = [c for c in CONTROLS.values() if c.in_paper]
+    for sam in paper:
         if sam.sam:
-            for plain in CONTROLS.values():
+            for plain in paper:
                 if (not plain.sam and plain.augmentation == sam.augmentation
                         and plain.weight_decay == sam.weight_decay):
                     pairs.append((plain.name, sam.name))

@@ -29,10 +29,11 @@ from tqdm import tqdm
 
 from . import __version__
 from .config import TrainConfig
+from .data.loader import derived_generator
 from .data import DeviceLoader, ImageDataset, load_dataset, subset_indices
 from .io import load_torch, save_torch, write_json, write_text
 from .models import build_model
-from .optim import SAM
+from .optim import ASAM, SAM, AverageSAM, fam_penalty, kwon_param_groups
 from .provenance import provenance, utc_now
 from .seeding import seed_everything
 
@@ -93,11 +94,36 @@ def _size_kwargs(config: TrainConfig, image_size: int) -> dict[str, Any]:
     return size
 
 
+_AVERAGE_SAM_STREAM = 3  # key of the perturbation stream (the loader uses others)
+
+
 def _make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     kwargs = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    if config.uses_sam:
-        return SAM(model.parameters(), torch.optim.SGD, rho=config.sam_rho, **kwargs)
-    return torch.optim.SGD(model.parameters(), **kwargs)
+    if not config.uses_sam:
+        return torch.optim.SGD(model.parameters(), **kwargs)
+    if config.sam_variant == "asam":
+        return ASAM(kwon_param_groups(model), torch.optim.SGD, rho=config.sam_rho, **kwargs)
+    if config.sam_variant == "average_sam":
+        # Its own stream, fixed by the seed (and saved in checkpoints): the perturbations do not
+        # depend on the data order or on the other controls.
+        generator = derived_generator(config.seed, _AVERAGE_SAM_STREAM)
+        return AverageSAM(model.parameters(), torch.optim.SGD, rho=config.sam_rho, generator=generator, **kwargs)
+    return SAM(model.parameters(), torch.optim.SGD, rho=config.sam_rho, **kwargs)
+
+
+def _training_loss(config: TrainConfig, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(objective to differentiate, cross-entropy, logits) of one batch: cross-entropy, plus the FAM
+    penalty on the classifier when the config asks for it."""
+    if config.fam_strength == 0.0:
+        logits = model(x)
+        loss = F.cross_entropy(logits.float(), y)
+        return loss, loss, logits
+    features = model.features(x)
+    logits = model.classifier(features)
+    loss = F.cross_entropy(logits.float(), y)
+    penalty = fam_penalty(model, features.float())
+    return loss + config.fam_strength * penalty, loss, logits
 
 
 def _make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
@@ -212,13 +238,12 @@ def train(config: TrainConfig, out_dir: str | Path, *, data_root: str | None = N
         finite = torch.ones((), dtype=torch.bool, device=device)
         for x, y in train_loader:
             with autocast:
-                logits = model(x)
-                loss = F.cross_entropy(logits.float(), y)
-            loss.backward()
+                objective, loss, logits = _training_loss(config, model, x, y)
+            objective.backward()
             if config.uses_sam:
                 optimizer.first_step(zero_grad=True)
                 with autocast:
-                    F.cross_entropy(model(x).float(), y).backward()
+                    _training_loss(config, model, x, y)[0].backward()
                 optimizer.second_step(zero_grad=True)
             else:
                 optimizer.step()

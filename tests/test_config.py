@@ -2,16 +2,30 @@
 import pytest
 
 from sharpkit.config import TrainConfig, make_train_config
-from sharpkit.controls import CONTROLS, recipe_for
+from sharpkit.controls import CONTROLS, PAPER_CONTROLS, recipe_for
 
 
 def test_six_controls_as_in_the_paper():
-    assert list(CONTROLS) == ["baseline", "baseline_sam", "augmentation", "augmentation_sam", "weight_decay",
-                              "weight_decay_sam"]
-    for name, control in CONTROLS.items():
+    assert PAPER_CONTROLS == ("baseline", "baseline_sam", "augmentation", "augmentation_sam", "weight_decay",
+                              "weight_decay_sam")
+    assert list(CONTROLS)[:6] == list(PAPER_CONTROLS)
+    for name in PAPER_CONTROLS:
+        control = CONTROLS[name]
+        assert control.in_paper and control.sam_variant == "sam" and control.fam_strength == 0.0
         assert control.sam == name.endswith("_sam")
         assert control.augmentation == name.startswith("augmentation")
         assert control.weight_decay == (5e-4 if name.startswith("weight_decay") else 0.0)
+
+
+def test_extra_controls_are_outside_the_paper_with_their_authors_settings():
+    extras = {name: c for name, c in CONTROLS.items() if not c.in_paper}
+    assert set(extras) == {"asam", "average_sam", "fam"}
+    asam = make_train_config("resnet18", "cifar10", "asam", 0)
+    assert asam.uses_sam and asam.sam_variant == "asam" and asam.sam_rho == 0.5
+    average = make_train_config("resnet18", "cifar10", "average_sam", 0)
+    assert average.uses_sam and average.sam_variant == "average_sam" and average.sam_rho == 0.5
+    fam = make_train_config("resnet18", "cifar10", "fam", 0)
+    assert not fam.uses_sam and fam.fam_strength == 0.1
 
 
 @pytest.mark.parametrize("dataset, lr, scheduler, step, augmentation", [

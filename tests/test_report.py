@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from sharpkit.controls import CONTROLS
+from sharpkit.controls import CONTROLS, PAPER_CONTROLS
 from sharpkit.report import (
     EVALUATION_METRICS,
     SHARPNESS_METRICS,
@@ -71,7 +71,7 @@ def test_paper_table_reproduces_every_csv_value(n):
         assert cell["mean"] == float(r["mean"])
         assert cell["sem"] == float(r["sem"])
         assert bool(cell["bold"]) == (r["bold"] == "1")
-    assert table.controls == tuple(CONTROLS)
+    assert table.controls == PAPER_CONTROLS
     assert table.title.startswith(f"Table {n}: ")
     # The printed bold cells are the best printed means, so no table carries a "bold" note.
     assert not any("bold" in note for note in table.notes)
@@ -128,10 +128,10 @@ def test_results_table_equals_independent_recomputation_and_excludes_diverged_ru
     df.loc[(df["control"] == "baseline") & (df["seed"] == 4), "sam_sharpness"] = np.nan
     table = results_table(df, "vgg19", "digits")
 
-    assert table.controls == tuple(CONTROLS) and table.metrics == TABLE_METRICS
+    assert table.controls == PAPER_CONTROLS and table.metrics == TABLE_METRICS
     assert table.n_excluded["augmentation"] == 1 and sum(table.n_excluded.values()) == 1
     cells = table.cells.set_index(["control", "metric"])
-    for control in CONTROLS:
+    for control in PAPER_CONTROLS:
         for metric in TABLE_METRICS:
             values = [row[metric] for _, row in df.iterrows()
                       if row["control"] == control and row["status"] == "ok" and not np.isnan(row[metric])]
@@ -197,7 +197,7 @@ def test_results_table_renders_html_and_text():
     assert page.count("<tr><th scope=\"row\">") == 6
     assert table._repr_html_() == page
     text = table.to_text()
-    for control in CONTROLS.values():
+    for control in (CONTROLS[c] for c in PAPER_CONTROLS):
         assert control.label in text
     for metric in ("Test Accuracy", "Test ECE", "Relative Flatness", "Runs"):
         assert metric in text
@@ -269,7 +269,7 @@ def test_claims_on_a_constructed_frame():
     flat = _claim(found, "baseline_flattest", "fisher_rao_norm")
     base = ok[ok["control"] == "baseline"][["seed", "fisher_rao_norm"]]
     pairs = []
-    for control in CONTROLS:
+    for control in PAPER_CONTROLS:
         if control != "baseline":
             both = ok[ok["control"] == control][["seed", "fisher_rao_norm"]].merge(base, on="seed")
             both = both.sort_values("seed")

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from sharpkit.controls import CONTROLS
+from sharpkit.controls import CONTROLS, PAPER_CONTROLS
 from sharpkit.stats import (
     ALTERNATIVES,
     control_tests,
@@ -26,7 +26,7 @@ def make_runs(seeds: int = 8, seed: int = 0) -> pd.DataFrame:
     """One row per (control, seed) of resnet18/digits, metrics shifted per control plus noise."""
     rng = np.random.default_rng(seed)
     rows = []
-    for k, control in enumerate(CONTROLS):
+    for k, control in enumerate(PAPER_CONTROLS):
         for s in range(seeds):
             row = {"run_id": f"{control}-{s}", "profile": "test", "arch": "resnet18", "dataset": "digits",
                    "control": control, "seed": s, "status": "ok", "lr": 0.001}
@@ -126,14 +126,14 @@ def test_control_tests_equal_direct_scipy_with_by_correction():
     df.loc[(df["control"] == "baseline_sam") & (df["seed"] == 3), ["status", "test_ece"]] = ["diverged", 1e9]
     table = control_tests(df, "resnet18", "digits")
     assert table.attrs["n_excluded"] == 1
-    assert list(table["control"].unique()) == [c for c in CONTROLS if c != "baseline"]
+    assert list(table["control"].unique()) == [c for c in PAPER_CONTROLS if c != "baseline"]
     assert set(table["metric"]) == set(METRICS)
 
     ok = df[df["status"] == "ok"]
     base = ok[ok["control"] == "baseline"].set_index("seed")
     families = {"safety": ["test_ece", "corruption_accuracy", "prediction_disagreement"],
                 "sharpness": ["fisher_rao_norm", "sam_sharpness", "relative_flatness"]}
-    for control in CONTROLS:
+    for control in PAPER_CONTROLS:
         if control == "baseline":
             continue
         treated = ok[ok["control"] == control].set_index("seed")
@@ -192,7 +192,7 @@ def test_kendall_tau_equals_scipy_overall_and_within_groups():
     assert overall["tau"] == pytest.approx(float(reference.statistic))
     assert overall["p_value"] == pytest.approx(float(reference.pvalue))
     groups = table.iloc[1:].set_index("control")
-    assert sorted(groups.index) == sorted(CONTROLS)
+    assert sorted(groups.index) == sorted(PAPER_CONTROLS)
     for control, part in ok.groupby("control"):
         expected = scipy.stats.kendalltau(part["sam_sharpness"], part["test_ece"]).statistic
         assert groups.loc[control, "tau"] == pytest.approx(float(expected))

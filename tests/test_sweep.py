@@ -15,6 +15,8 @@ from sharpkit.profiles import get_profile
 from sharpkit.store import StoreError, load_results, load_sweep_info
 from sharpkit.sweep import dry_run, sweep
 
+REPO = Path(__file__).resolve().parents[1]
+
 MICRO_SOURCE = """
 from sharpkit.evaluate import EvalSettings
 from sharpkit.profiles import Experiment, Profile
@@ -236,3 +238,16 @@ def test_two_local_workers_give_the_same_results(reference, tmp_path):
         assert a.keys() == b.keys()
         for name in a:
             assert a[name] == pytest.approx(b[name], rel=2e-2 if name == "sam_sharpness" else 1e-4, abs=1e-6), name
+
+
+@pytest.mark.parametrize("profile_dir", sorted(p.parent for p in (REPO / "results").glob("*/sweep.json")),
+                         ids=lambda p: p.name)
+def test_committed_results_are_valid_records_of_their_profile(profile_dir):
+    """Every result stored in the repository still validates (schema, run id = hash of its config) and
+    belongs to the current profile of that name: a code change that silently moved run ids or profile
+    settings would orphan them."""
+    frame = load_results(profile_dir)
+    profile = get_profile(profile_dir.name)
+    expected = {spec.run_id for spec in profile.runs()}
+    assert len(frame) > 0 and set(frame["run_id"]) <= expected
+    assert set(frame["status"]) <= {"ok", "diverged"}

@@ -5,10 +5,12 @@ import pytest
 import torch
 
 import sharpkit.train as train_module
-from sharpkit.config import make_train_config
+from sharpkit.config import TrainConfig, make_train_config
 from sharpkit.controls import CONTROLS
 from sharpkit.data import ImageDataset, load_dataset
 from sharpkit.io import load_torch
+from sharpkit.models import build_model
+from sharpkit.optim import ASAM, SAM, AverageSAM, fam_loss
 from sharpkit.train import build_loaders, initial_state, train
 
 SIZE = {"width": 4}
@@ -30,7 +32,7 @@ def _config(control="baseline_sam", **kw):
 
 def test_six_controls_share_initial_weights_and_batch_order(digits, tmp_path):
     states, orders = {}, {}
-    for name in CONTROLS:
+    for name in CONTROLS:  # the paper's six and the extra controls
         config = _config(name)
         states[name] = initial_state(config, digits.num_classes, digits.image_size, tmp_path / "init")
         loader, _ = build_loaders(config, digits, torch.device("cpu"))
@@ -58,6 +60,8 @@ def test_trained_controls_record_the_same_init_digest(digits, tmp_path):
 @pytest.mark.parametrize("control, extra", [
     ("augmentation_sam", {}),
     ("weight_decay", {"scheduler": "cosine", "scheduler_step": "batch"}),
+    ("average_sam", {}),  # its perturbation generator is part of the checkpoint
+    ("fam", {}),
 ])
 def test_resume_after_a_crash_is_bit_identical(digits, tmp_path, monkeypatch, control, extra):
     config = _config(control, **extra)
@@ -119,6 +123,60 @@ def test_resume_refuses_a_different_config(digits, tmp_path):
     train(_config("baseline", epochs=1), tmp_path / "run", dataset=digits, progress=False)
     with pytest.raises(ValueError, match="different config"):
         train(_config("baseline_sam", epochs=1), tmp_path / "run", dataset=digits, progress=False)
+
+
+@pytest.mark.parametrize("control, optimizer_type", [
+    ("baseline", torch.optim.SGD), ("baseline_sam", SAM), ("asam", ASAM), ("average_sam", AverageSAM),
+    ("fam", torch.optim.SGD),
+])
+def test_controls_build_their_optimizer_with_the_control_settings(control, optimizer_type):
+    config = _config(control)
+    model = build_model("resnet18", num_classes=10, width=4)
+    optimizer = train_module._make_optimizer(config, model)
+    assert type(optimizer) is optimizer_type
+    expected_rho = {"asam": 0.5, "average_sam": 0.5}.get(control, 0.05)
+    if optimizer_type is not torch.optim.SGD:
+        assert optimizer.param_groups[0]["rho"] == expected_rho
+    if control == "asam":  # the authors' groups: biases (and BatchNorm shifts) are not rescaled
+        assert [g["adaptive"] for g in optimizer.param_groups] == [True, False]
+    assert config.fam_strength == (0.1 if control == "fam" else 0.0)
+
+
+def test_fam_control_steps_on_cross_entropy_plus_the_fam_penalty(digits, tmp_path):
+    """One epoch of one batch through the trainer equals one SGD step on fam_loss computed by hand."""
+    config = _config("fam", epochs=1, batch_size=96, momentum=0.0)
+    init = initial_state(config, digits.num_classes, digits.image_size, tmp_path / "init")
+    train(config, tmp_path / "run", dataset=digits, progress=False, init_dir=tmp_path / "init")
+    trained = load_torch(tmp_path / "run" / "checkpoint.pt")["model"]
+
+    model = build_model("resnet18", num_classes=10, width=4)
+    model.load_state_dict(init)
+    loader, _ = build_loaders(config, digits, torch.device("cpu"))
+    loader.set_epoch(0)
+    (x, y), = list(loader)
+    model.train()
+    fam_loss(model, x, y, strength=0.1).total.backward()
+    torch.optim.SGD(model.parameters(), lr=config.lr).step()
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(trained[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    model.load_state_dict(init)
+    plain = torch.nn.functional.cross_entropy(model(x), y)
+    plain.backward()
+    assert not torch.allclose(model.classifier.weight - config.lr * model.classifier.weight.grad,
+                              trained["classifier.weight"], atol=1e-6)  # the penalty did change the step
+
+
+def test_extra_controls_keep_old_run_ids():
+    """Fields added for the extra controls stay out of the config dict at their defaults, so run ids of
+    results stored before them (results/digits-mini) are unchanged; extra controls record them."""
+    paper = _config("baseline_sam").to_dict()
+    assert "sam_variant" not in paper and "fam_strength" not in paper
+    assert _config("asam").to_dict()["sam_variant"] == "asam"
+    assert _config("fam").to_dict()["fam_strength"] == 0.1
+    for control in ("baseline", "asam", "fam"):
+        assert TrainConfig.from_dict(_config(control).to_dict()) == _config(control)
+    with pytest.raises(ValueError, match="sam_variant"):
+        _config("baseline_sam", sam_variant="gsam")
 
 
 def test_wd_sam_bug_switch_only_affects_cifar10_weight_decay_sam():
