@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 DEFAULT_PROFILE = "digits-mini"
 STORED_PROFILE = "cifar10-mini"  # used by default when the repository holds its results
+BEYOND_PROFILE = "beyond-digits"  # the "Beyond the paper" chapter's sweep (stored in the repository)
+DIAGONAL_RESULTS = "diagonal-network/result.json"  # under the results root: `sharpkit diagonal-network --out`
 MATHJAX_PACKAGE = "mathjax@3"
 MATHJAX_ENTRY = "tex-mml-chtml.js"  # Sphinx's default MathJax 3 component
 MATHJAX_CDN = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"
@@ -129,6 +131,9 @@ def book_pages(profile: str, results_dir: str) -> list[Page]:
     for n, (arch, paper_ds) in sorted(paper_tables_index().items()):
         parameters = {"arch": arch, "dataset": table_dataset(profile, arch, paper_ds), **common}
         pages.append(Page(f"table-{n}", "table", parameters, title=paper_table(n).title))
+    # The chapter beyond the paper reads its own stored sweep whatever the main profile is.
+    pages.append(Page("beyond", "beyond", {"results_dir": results_dir, "profile": BEYOND_PROFILE,
+                                           "diagonal_results": f"{results_dir}/{DIAGONAL_RESULTS}"}))
     return pages
 
 

@@ -82,13 +82,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    from .evaluate import METRICS
+    from .evaluate import ALL_METRICS, METRICS
 
     p = sub.add_parser("evaluate", help="compute the paper's metrics for a trained run",
                        description="Compute metrics of a finished run and add them to its result.json.")
     p.add_argument("run_dir", help="a run directory written by `sharpkit train`")
-    p.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS), metavar="METRIC",
-                   help=f"metrics to compute (default: all of {', '.join(METRICS)})")
+    p.add_argument("--metrics", nargs="+", choices=ALL_METRICS, default=list(METRICS), metavar="METRIC",
+                   help=f"metrics to compute (default: the paper's {', '.join(METRICS)}; also "
+                        f"{', '.join(m for m in ALL_METRICS if m not in METRICS)})")
     p.add_argument("--sam-samples", type=int, default=100, help="random perturbations for SAM sharpness")
     p.add_argument("--sam-convention", choices=["paper", "clean"], default="paper")
     p.add_argument("--train-fraction", type=float, default=1.0,

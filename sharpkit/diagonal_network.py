@@ -42,7 +42,6 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm

@@ -37,6 +37,12 @@ from .train import _size_kwargs, resolve_device
 EVALUATION_METRICS = ("test_accuracy", "test_ece", "generalization_gap", "corruption_accuracy")
 SHARPNESS_METRICS = ("fisher_rao_norm", "sam_sharpness", "relative_flatness")
 METRICS = EVALUATION_METRICS + SHARPNESS_METRICS
+# Measures beyond the paper, from the papers it builds on (the book's "Beyond the paper" chapter): a
+# profile asks for them by name in ``metrics``; the paper's profiles do not. All are measured on the same
+# fixed clean training points (``beyond_points``), in eval mode.
+BEYOND_METRICS = ("adaptive_average_sharpness", "adaptive_worst_sharpness", "worst_sharpness", "hessian_trace",
+                  "adaptive_hessian_trace", "hessian_top_eigenvalue", "asymmetry_factor")
+ALL_METRICS = METRICS + BEYOND_METRICS
 
 
 @dataclass(frozen=True)
@@ -57,10 +63,27 @@ class EvalSettings:
     corrupted: str | None = None  # a -C dataset name ("cifar10-c", "cifar10-c:/dir"); None: generate
     corruption_subset: int | None = 1000  # test images to corrupt when generating (None: all)
     corruption_seed: int = 0
+    # Settings of BEYOND_METRICS (recorded only when one of them is asked for; see to_dict).
+    beyond_points: int = 512  # fixed clean training points (first of a permutation by fraction_seed)
+    beyond_batch_size: int = 128  # m of m-sharpness (Andriushchenko et al.: 128 to 256)
+    average_rho: float = 0.02  # adaptive average case: Gaussian noise of std rho * |w| per weight
+    average_samples: int = 10
+    worst_rho: float = 0.002  # adaptive worst case, linf ball of radius rho * |w| (001: 0.0005 to 0.002)
+    worst_plain_rho: float = 1e-4  # standard worst case, linf ball of radius rho
+    worst_steps: int = 10  # Auto-PGD iterations (001: 20)
+    hessian_samples: int = 10  # Hutchinson probes
+    hessian_iters: int = 10  # Lanczos iterations for the top eigenvalue
+    asymmetry_mu: float = 0.25  # distance along filter-normalised directions (units of the filters' norms)
+    asymmetry_directions: int = 10
 
     def __post_init__(self) -> None:
         for name in self.metrics:
-            check_choice("metrics", name, METRICS)
+            check_choice("metrics", name, ALL_METRICS)
+        for name in ("beyond_points", "beyond_batch_size", "average_samples", "worst_steps", "hessian_samples",
+                     "hessian_iters", "asymmetry_directions"):
+            check_positive(name, getattr(self, name), integer=True)
+        for name in ("average_rho", "worst_rho", "worst_plain_rho", "asymmetry_mu"):
+            check_positive(name, getattr(self, name))
         check_positive("batch_size", self.batch_size, integer=True)
         check_positive("sam_samples", self.sam_samples, integer=True)
         check_positive("sam_rho", self.sam_rho)
@@ -71,11 +94,25 @@ class EvalSettings:
             if value is not None and not 0 < value <= 1:
                 raise ValueError(f"Expected `{name}` in (0, 1], but got {value!r}.")
 
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a dict (what run ids hash); the settings of :data:`BEYOND_METRICS` only when one
+        of them is measured, so run ids of results stored before they existed stay valid."""
+        data = asdict(self)
+        if not set(self.metrics) & set(BEYOND_METRICS):
+            for name in BEYOND_FIELDS:
+                del data[name]
+        return data
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EvalSettings":
         data = dict(data)
         data["metrics"] = tuple(data.get("metrics", METRICS))
         return cls(**data)
+
+
+BEYOND_FIELDS = ("beyond_points", "beyond_batch_size", "average_rho", "average_samples", "worst_rho",
+                 "worst_plain_rho", "worst_steps", "hessian_samples", "hessian_iters", "asymmetry_mu",
+                 "asymmetry_directions")
 
 
 def encode_predictions(predictions: torch.Tensor) -> dict[str, Any]:
@@ -159,6 +196,49 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[T
     return config, model.to(device).eval(), record
 
 
+def beyond_measures(model: torch.nn.Module, batches: list, settings: EvalSettings, wanted: set[str],
+                    seed: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """The :data:`BEYOND_METRICS` in ``wanted`` on fixed ``batches``, each from its own generator derived
+    from the run seed. Returns ``(values, details)``; details hold standard errors and the loss curve."""
+    values: dict[str, float] = {}
+    details: dict[str, Any] = {}
+    m = settings.beyond_batch_size
+    if "adaptive_average_sharpness" in wanted:
+        r = M.adaptive_sharpness(model, batches, settings.average_rho, kind="average", norm="l2", batch_size=m,
+                                 samples=settings.average_samples, generator=derived_generator(seed, 2001))
+        values["adaptive_average_sharpness"] = r.value
+        details["adaptive_average_sharpness"] = {"sem": r.sem, "points": r.num_points}
+    for name, adaptive, rho in (("adaptive_worst_sharpness", True, settings.worst_rho),
+                                ("worst_sharpness", False, settings.worst_plain_rho)):
+        if name in wanted:
+            r = M.adaptive_sharpness(model, batches, rho, kind="worst", norm="linf", adaptive=adaptive,
+                                     steps=settings.worst_steps, batch_size=m, generator=derived_generator(seed, 2002))
+            values[name] = r.value
+            details[name] = {"sem": r.sem, "points": r.num_points}
+    for name, scaling in (("hessian_trace", None), ("adaptive_hessian_trace", "adaptive")):
+        if name in wanted:
+            r = M.hessian_trace(model, batches, samples=settings.hessian_samples, scaling=scaling,
+                                generator=derived_generator(seed, 2003))
+            values[name] = r.value
+            details[name] = {"sem": r.sem}
+    if "hessian_top_eigenvalue" in wanted:
+        r = M.hessian_top_eigenvalues(model, batches, k=1, iters=settings.hessian_iters,
+                                      generator=derived_generator(seed, 2004))
+        values["hessian_top_eigenvalue"] = float(r.values[0])
+        details["hessian_top_eigenvalue"] = {"residual": float(r.residuals[0])}
+    if "asymmetry_factor" in wanted:
+        g = derived_generator(seed, 2005)
+        directions = [M.random_direction(model, filter_normalized=True, generator=g)
+                      for _ in range(settings.asymmetry_directions)]
+        r = M.asymmetry_factor(model, batches, settings.asymmetry_mu, directions=directions)
+        values["asymmetry_factor"] = r.value
+        alphas = [round(a, 3) for a in np.linspace(-2 * settings.asymmetry_mu, 2 * settings.asymmetry_mu, 17)]
+        curve = M.loss_along_direction(model, batches, directions[0], alphas)
+        details["asymmetry_factor"] = {"ratios": list(r.ratios), "curve_alphas": list(curve.alphas),
+                                       "curve_losses": list(curve.losses)}
+    return values, details
+
+
 def evaluate_run(run_dir: str | Path, settings: EvalSettings = EvalSettings(), *, data_root: str | None = None,
                  device: str | torch.device | None = "auto", cache_dir: str | Path | None = None,
                  progress: bool = True, dataset: ImageDataset | None = None) -> dict[str, float]:
@@ -218,10 +298,18 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings = EvalSettings(), *
                                                           normalize_features=settings.rf_normalize,
                                                           reduction=settings.rf_reduction)
 
+    if wanted & set(BEYOND_METRICS):
+        points = train_idx[_fraction_indices(len(train_idx), 1.0, settings.fraction_seed)[:settings.beyond_points]]
+        clean = DeviceLoader(data.x_train[points], data.y_train[points], settings.beyond_batch_size, data.mean,
+                             data.std, device=device)
+        beyond_values, beyond_details = beyond_measures(model, list(clean), settings, wanted, config.seed)
+        values.update(beyond_values)
+        details.update(beyond_details)
+
     evaluation = dict(record.get("evaluation", {}))
     evaluation["metrics"] = {**evaluation.get("metrics", {}), **values}
     evaluation["details"] = {**evaluation.get("details", {}), **details}
-    evaluation["settings"] = asdict(settings)
+    evaluation["settings"] = settings.to_dict()
     evaluation["provenance"] = provenance(device)
     record["evaluation"] = evaluation
     write_json(run / "result.json", record)

@@ -42,6 +42,7 @@ __all__ = [
     "PairedTest",
     "control_tests",
     "kendall_tau",
+    "kendall_tau_grid",
     "mean_sem",
     "ok_runs",
     "paired_wilcoxon",
@@ -62,6 +63,15 @@ ALTERNATIVES: dict[str, str] = {
     "sam_sharpness": "greater",
     "relative_flatness": "greater",
     "generalization_gap": "less",
+    # Measures beyond the paper (sharpkit.evaluate.BEYOND_METRICS): "greater" = sharper (more
+    # symmetric, for the asymmetry factor), the direction the paper's claim is about.
+    "adaptive_average_sharpness": "greater",
+    "adaptive_worst_sharpness": "greater",
+    "worst_sharpness": "greater",
+    "hessian_trace": "greater",
+    "adaptive_hessian_trace": "greater",
+    "hessian_top_eigenvalue": "greater",
+    "asymmetry_factor": "greater",
 }
 
 # Benjamini-Yekutieli families of one control-vs-Baseline comparison (the authors' grouping). Metrics
@@ -69,6 +79,8 @@ ALTERNATIVES: dict[str, str] = {
 CORRECTION_FAMILIES: dict[str, tuple[str, ...]] = {
     "safety": ("test_ece", "corruption_accuracy", "prediction_disagreement"),
     "sharpness": ("fisher_rao_norm", "sam_sharpness", "relative_flatness"),
+    "beyond": ("adaptive_average_sharpness", "adaptive_worst_sharpness", "worst_sharpness", "hessian_trace",
+               "adaptive_hessian_trace", "hessian_top_eigenvalue", "asymmetry_factor"),
 }
 
 _RUN_KEYS = ("arch", "dataset", "control", "seed", "status")
@@ -459,3 +471,21 @@ def kendall_tau(df: pd.DataFrame, measure: str, evaluation: str, groups: str | S
     out.attrs["measure"] = measure
     out.attrs["evaluation"] = evaluation
     return out
+
+
+def kendall_tau_grid(df: pd.DataFrame, measures: Sequence[str], evaluations: Sequence[str], n_boot: int = 1000,
+                     seed: int = 0) -> pd.DataFrame:
+    """:func:`kendall_tau` over all models for every (measure, evaluation) pair that has at least two
+    models with both values; one row per pair with columns ``measure, evaluation, n, tau, p_value,
+    ci_low, ci_high``. Pairs whose columns are missing from ``df`` are skipped."""
+    rows = []
+    for measure in measures:
+        for evaluation in evaluations:
+            if measure not in df.columns or evaluation not in df.columns:
+                continue
+            if df[[measure, evaluation]].notna().all(axis=1).sum() < 2:
+                continue
+            row = kendall_tau(df, measure, evaluation, n_boot=n_boot, seed=seed).iloc[0]
+            rows.append({"measure": measure, "evaluation": evaluation,
+                         **{k: row[k] for k in ("n", "tau", "p_value", "ci_low", "ci_high")}})
+    return pd.DataFrame(rows, columns=["measure", "evaluation", "n", "tau", "p_value", "ci_low", "ci_high"])

@@ -12,7 +12,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ class SweepSummary:
 
 
 def _spec_to_dict(spec: RunSpec) -> dict[str, Any]:
-    return {"profile": spec.profile, "config": spec.config.to_dict(), "evaluation": asdict(spec.evaluation)}
+    return {"profile": spec.profile, "config": spec.config.to_dict(), "evaluation": spec.evaluation.to_dict()}
 
 
 def _spec_from_dict(data: dict[str, Any]) -> RunSpec:
@@ -78,7 +78,7 @@ def run_one(spec_data: dict[str, Any], results_root: str, cache_dir: str, profil
     record = json.loads((work / "result.json").read_text())
     record.update({
         "store_schema_version": STORE_SCHEMA_VERSION, "run_id": spec.run_id, "profile": spec.profile,
-        "profile_version": profile_version, "evaluation_settings": asdict(spec.evaluation),
+        "profile_version": profile_version, "evaluation_settings": spec.evaluation.to_dict(),
         "log": [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()],
         "run_wall_time_s": time.perf_counter() - started,  # this call (a resumed run: its last part)
         "eval_wall_time_s": eval_seconds,

@@ -8,8 +8,8 @@ import torch
 from sharpkit import metrics as M
 from sharpkit.cli import main
 from sharpkit.config import make_train_config
-from sharpkit.data import DeviceLoader, load_dataset, subset_indices
-from sharpkit.evaluate import EvalSettings, decode_predictions, encode_predictions, evaluate_run, load_run
+from sharpkit.data import DeviceLoader, derived_generator, load_dataset, subset_indices
+from sharpkit.evaluate import BEYOND_METRICS, EvalSettings, decode_predictions, encode_predictions, evaluate_run, load_run
 from sharpkit.train import train
 
 
@@ -61,6 +61,38 @@ def test_every_metric_lands_in_result_json_and_matches_direct_calls(tiny_run, di
                    .normalize(digits.x_test[test_idx])).detach()
     assert stored["test_ece"] == pytest.approx(M.ece(logits, digits.y_test[test_idx]), abs=1e-6)
     assert torch.equal(decode_predictions(record["evaluation"]["details"]["test_predictions"]), logits.argmax(1))
+
+
+def test_beyond_metrics_land_in_result_json_and_match_direct_calls(tiny_run, digits):
+    settings = EvalSettings(metrics=BEYOND_METRICS, beyond_points=64, beyond_batch_size=32, average_samples=2,
+                            worst_steps=3, hessian_samples=3, hessian_iters=4, asymmetry_directions=2)
+    values = evaluate_run(tiny_run, settings, dataset=digits, progress=False)
+    record = json.loads((tiny_run / "result.json").read_text())
+    assert set(BEYOND_METRICS) <= set(record["evaluation"]["metrics"])
+    assert all(np.isfinite(values[name]) for name in BEYOND_METRICS)
+    assert record["evaluation"]["settings"]["worst_steps"] == 3
+    curve = record["evaluation"]["details"]["asymmetry_factor"]
+    assert len(curve["curve_alphas"]) == len(curve["curve_losses"]) == 17
+
+    # The same fixed clean points and derived generators, called directly.
+    config, model, _ = load_run(tiny_run)
+    idx = subset_indices(len(digits.y_train), 96)
+    points = idx[subset_indices(len(idx), None, seed=42)[:64]]
+    batches = list(DeviceLoader(digits.x_train[points], digits.y_train[points], 32, digits.mean, digits.std))
+    trace = M.hessian_trace(model, batches, samples=3, generator=derived_generator(config.seed, 2003))
+    assert values["hessian_trace"] == pytest.approx(trace.value, rel=1e-9)
+    worst = M.adaptive_sharpness(model, batches, 0.002, kind="worst", norm="linf", steps=3, batch_size=32,
+                                 generator=derived_generator(config.seed, 2002))
+    assert values["adaptive_worst_sharpness"] == pytest.approx(worst.value, rel=1e-9)
+
+
+def test_beyond_settings_enter_the_record_only_when_measured():
+    plain = EvalSettings().to_dict()
+    assert "worst_rho" not in plain and EvalSettings.from_dict(plain) == EvalSettings()
+    beyond = EvalSettings(metrics=("test_accuracy", "hessian_trace")).to_dict()
+    assert beyond["hessian_samples"] == 10
+    with pytest.raises(ValueError, match="worst_steps"):
+        EvalSettings(worst_steps=0)
 
 
 def test_augmented_and_clean_training_data_differ_for_augmentation_controls(tiny_run, digits, tmp_path):

@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from sharpkit.controls import CONTROLS, PAPER_CONTROLS
+from sharpkit.controls import PAPER_CONTROLS
 from sharpkit.stats import (
     ALTERNATIVES,
     control_tests,
     kendall_tau,
+    kendall_tau_grid,
     mean_sem,
     paired_wilcoxon,
     rank_biserial,
@@ -242,3 +243,20 @@ def test_kendall_tau_bad_input():
         kendall_tau(frame, "m", "e", n_boot=-1)
     tiny = kendall_tau(frame.iloc[:1], "m", "e", n_boot=10)
     assert tiny.loc[0, "n"] == 1 and math.isnan(tiny.loc[0, "tau"]) and math.isnan(tiny.loc[0, "ci_low"])
+
+
+def test_kendall_tau_grid_equals_scipy_for_every_pair_and_skips_missing_columns():
+    import scipy.stats
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"a": rng.normal(size=12), "b": rng.normal(size=12), "e": rng.normal(size=12),
+                          "status": ["ok"] * 11 + ["diverged"]})
+    frame.loc[0, "b"] = np.nan
+    grid = kendall_tau_grid(frame, ["a", "b", "missing"], ["e"], n_boot=50)
+    assert list(grid["measure"]) == ["a", "b"]
+    ok = frame[frame["status"] == "ok"]
+    for _, row in grid.iterrows():
+        part = ok[[row["measure"], "e"]].dropna()
+        expected = scipy.stats.kendalltau(part[row["measure"]], part["e"])
+        assert row["tau"] == pytest.approx(expected.statistic, abs=1e-12) and row["n"] == len(part)
+        assert row["ci_low"] <= row["tau"] <= row["ci_high"]
