@@ -24,7 +24,7 @@ venv: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
-# Picks cifar10-mini when its results are stored in the repository, else digits-mini (trains offline in
+# Picks cifar10-mini when all of its results are stored in the repository, else digits-mini (trains offline in
 # minutes); PROFILE=... overrides. Writes the site to _build/html.
 book: $(VENV)/.installed
 	$(PY) scripts/build_book.py $(if $(PROFILE),--profile $(PROFILE),)

@@ -41,7 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 DEFAULT_PROFILE = "digits-mini"
-STORED_PROFILE = "cifar10-mini"  # used by default when the repository holds its results
+STORED_PROFILE = "cifar10-mini"  # used by default when the repository holds all of its results
 BEYOND_PROFILE = "beyond-digits"  # the "Beyond the paper" chapter's sweep (stored in the repository)
 DIAGONAL_RESULTS = "diagonal-network/result.json"  # under the results root: `sharpkit diagonal-network --out`
 MATHJAX_PACKAGE = "mathjax@3"
@@ -93,10 +93,26 @@ def has_results(results: Path, profile: str) -> bool:
     return (results / profile / "sweep.json").exists() and any((results / profile / "runs").glob("*/result.json"))
 
 
+def missing_runs(results: Path, profile: str) -> int:
+    """How many runs of ``profile`` have no stored result under ``results``."""
+    from sharpkit.profiles import get_profile
+
+    return sum(not (results / profile / "runs" / spec.run_id / "result.json").exists()
+               for spec in get_profile(profile).runs())
+
+
 def choose_profile(requested: str | None, results: Path) -> str:
+    """``requested``, else the stored profile when *every* one of its runs is stored (a partial store would
+    make the build train for hours), else the default profile."""
     if requested:
         return requested
-    return STORED_PROFILE if has_results(results, STORED_PROFILE) else DEFAULT_PROFILE
+    if has_results(results, STORED_PROFILE):
+        missing = missing_runs(results, STORED_PROFILE)
+        if not missing:
+            return STORED_PROFILE
+        log(f"{results / STORED_PROFILE} lacks {missing} runs: building {DEFAULT_PROFILE} instead (finish it with "
+            f"`sharpkit sweep --profile {STORED_PROFILE}`, or pass PROFILE={STORED_PROFILE})")
+    return DEFAULT_PROFILE
 
 
 def run_sweep(profile: str, results: Path, workers: int) -> None:

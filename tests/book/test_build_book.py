@@ -12,6 +12,7 @@ jupytext = pytest.importorskip("jupytext", reason="the book extra is not install
 nbformat = pytest.importorskip("nbformat", reason="the book extra is not installed: pip install -e '.[book]'")
 yaml = pytest.importorskip("yaml", reason="the book extra is not installed: pip install -e '.[book]'")
 
+from sharpkit.profiles import get_profile  # noqa: E402
 from sharpkit.report import paper_dataset, paper_tables_index  # noqa: E402
 
 REGENERATE = ("python scripts/build_book.py --profile smoke --results tests/book/results "
@@ -80,7 +81,14 @@ def test_the_profile_is_cifar10_mini_only_when_its_results_are_stored(build_book
     (tmp_path / "cifar10-mini" / "sweep.json").write_text("{}")
     assert build_book.choose_profile(None, tmp_path) == "digits-mini"  # a store without any run
     (tmp_path / "cifar10-mini" / "runs" / "abc" / "result.json").write_text("{}")
+    assert build_book.choose_profile(None, tmp_path) == "digits-mini"  # a partial store would train for hours
+    run_ids = [spec.run_id for spec in get_profile("cifar10-mini").runs()]
+    for run_id in run_ids:
+        (tmp_path / "cifar10-mini" / "runs" / run_id).mkdir()
+        (tmp_path / "cifar10-mini" / "runs" / run_id / "result.json").write_text("{}")
     assert build_book.choose_profile(None, tmp_path) == "cifar10-mini"
+    (tmp_path / "cifar10-mini" / "runs" / run_ids[-1] / "result.json").unlink()
+    assert build_book.choose_profile(None, tmp_path) == "digits-mini"
 
 
 def test_set_title_replaces_the_first_heading_only(build_book):
