@@ -47,6 +47,7 @@ __all__ = [
     "ResultsTable",
     "SHARPNESS_METRICS",
     "TABLE_METRICS",
+    "accuracy_levels",
     "claims",
     "format_cell",
     "paper_claims",
@@ -607,3 +608,39 @@ def paper_dataset(dataset: str) -> str:
             if stem.startswith(name):
                 return name
     return "cifar10"
+
+
+def accuracy_levels(df: pd.DataFrame) -> pd.DataFrame:
+    """Where our accuracy stands against the paper's, per (arch, dataset) of ``df`` (runs of status "ok"
+    from :func:`sharpkit.store.load_results`): the Baseline's and the best control's mean test accuracy,
+    theirs from the paper's table for the same arch and the dataset our data stands for
+    (:func:`paper_dataset`), and the gain of the best control over Baseline on both sides.
+
+    Returns one row per (arch, dataset) with columns ``arch, dataset, paper_dataset, baseline, best_control,
+    best, gain, paper_baseline, paper_best_control, paper_best, paper_gain, relative_level``
+    (``relative_level`` = our Baseline accuracy / the paper's). The paper's columns are NaN/None when the
+    paper has no table for that pair.
+    """
+    _require_columns(df, ("arch", "dataset", "control", "status", "test_accuracy"), "accuracy_levels")
+    runs = df[df["status"] == "ok"]
+    rows = []
+    for (arch, dataset), cell in runs.groupby(["arch", "dataset"], sort=True):
+        means = cell.groupby("control")["test_accuracy"].mean()
+        if "baseline" not in means.index:
+            continue
+        best_control = means.idxmax()
+        row = {"arch": arch, "dataset": dataset, "paper_dataset": paper_dataset(dataset),
+               "baseline": float(means["baseline"]), "best_control": best_control, "best": float(means.max()),
+               "paper_baseline": math.nan, "paper_best_control": None, "paper_best": math.nan}
+        paper = paper_table_for(arch, row["paper_dataset"])
+        if paper is not None:
+            theirs = paper.cells[paper.cells["metric"] == "test_accuracy"].set_index("control")["mean"]
+            row.update(paper_baseline=float(theirs["baseline"]), paper_best_control=theirs.idxmax(),
+                       paper_best=float(theirs.max()))
+        row["gain"] = row["best"] - row["baseline"]
+        row["paper_gain"] = row["paper_best"] - row["paper_baseline"]
+        row["relative_level"] = row["baseline"] / row["paper_baseline"]
+        rows.append(row)
+    columns = ["arch", "dataset", "paper_dataset", "baseline", "best_control", "best", "gain", "paper_baseline",
+               "paper_best_control", "paper_best", "paper_gain", "relative_level"]
+    return pd.DataFrame(rows, columns=columns)

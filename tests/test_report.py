@@ -16,6 +16,7 @@ from sharpkit.report import (
     EVALUATION_METRICS,
     SHARPNESS_METRICS,
     TABLE_METRICS,
+    accuracy_levels,
     claims,
     format_cell,
     paper_claims,
@@ -311,3 +312,27 @@ def test_paper_claims_from_printed_means():
     assert "relative_flatness" not in set(table3["metric"])
     assert "corruption_accuracy" not in set(table3["evaluation"].dropna())
     assert set(found["evaluation"].dropna()) <= set(EVALUATION_METRICS)
+
+
+def test_accuracy_levels_against_the_papers_table():
+    rows = []
+    for seed in (0, 1):
+        for control, acc in (("baseline", 0.30), ("augmentation", 0.40), ("baseline_sam", 0.35)):
+            rows.append({"arch": "resnet18", "dataset": "npz:../shared/data/cifar10-jpeg-20k.npz", "control": control,
+                         "seed": seed, "status": "ok", "test_accuracy": acc + 0.02 * seed})
+    rows.append({"arch": "resnet18", "dataset": "npz:../shared/data/cifar10-jpeg-20k.npz", "control": "augmentation",
+                 "seed": 2, "status": "diverged", "test_accuracy": 0.99})  # excluded
+    rows.append({"arch": "vit", "dataset": "digits", "control": "augmentation", "seed": 0, "status": "ok",
+                 "test_accuracy": 0.5})  # no baseline: no row
+    levels = accuracy_levels(pd.DataFrame(rows))
+    assert len(levels) == 1
+    row = levels.iloc[0]
+    paper = {r["control"]: float(r["mean"]) for r in read_csv_rows()
+             if r["table"] == "1" and r["metric"] == "test_accuracy"}
+    assert row["paper_dataset"] == "cifar10" and row["best_control"] == "augmentation"
+    assert row["baseline"] == pytest.approx(0.31) and row["best"] == pytest.approx(0.41)
+    assert row["paper_baseline"] == paper["baseline"] and row["paper_best"] == max(paper.values())
+    assert row["paper_best_control"] == max(paper, key=paper.get)
+    assert row["relative_level"] == pytest.approx(0.31 / paper["baseline"])
+    with pytest.raises(ValueError, match="test_accuracy"):
+        accuracy_levels(pd.DataFrame(rows).drop(columns="test_accuracy"))
