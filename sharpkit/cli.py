@@ -227,8 +227,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if reference is not None:
             html.append(reference.to_html())
     found = claims(df)
-    columns = ["arch", "dataset", "claim", "metric", "control", "holds", "value", "baseline_value", "p_value",
-               "effect_size", "n"]
+    # The reference is what each finding compares with (Baseline, the control without SAM, or the
+    # next-flattest control), so its value is printed rather than Baseline's.
+    columns = ["arch", "dataset", "claim", "evaluation", "metric", "control", "reference", "holds", "value",
+               "reference_value", "p_value", "effect_size", "n"]
     with pd.option_context("display.width", 200, "display.max_rows", 500, "display.max_colwidth", 40):
         print()
         print("claims (computed from the stored runs; p: one-sided paired Wilcoxon over seeds):")
