@@ -64,7 +64,7 @@ class EvalSettings:
     corruption_subset: int | None = 1000  # test images to corrupt when generating (None: all)
     corruption_seed: int = 0
     # Settings of BEYOND_METRICS (recorded only when one of them is asked for; see to_dict).
-    beyond_points: int = 512  # fixed clean training points (first of a permutation by fraction_seed)
+    beyond_points: int = 512  # fixed clean training points: the first of the training (sub)set
     beyond_batch_size: int = 128  # m of m-sharpness (Andriushchenko et al.: 128 to 256)
     average_rho: float = 0.02  # adaptive average case: Gaussian noise of std rho * |w| per weight
     average_samples: int = 10
@@ -299,7 +299,7 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings = EvalSettings(), *
                                                           reduction=settings.rf_reduction)
 
     if wanted & set(BEYOND_METRICS):
-        points = train_idx[_fraction_indices(len(train_idx), 1.0, settings.fraction_seed)[:settings.beyond_points]]
+        points = train_idx[:settings.beyond_points]
         clean = DeviceLoader(data.x_train[points], data.y_train[points], settings.beyond_batch_size, data.mean,
                              data.std, device=device)
         beyond_values, beyond_details = beyond_measures(model, list(clean), settings, wanted, config.seed)
