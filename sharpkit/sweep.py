@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,7 @@ def run_one(spec_data: dict[str, Any], results_root: str, cache_dir: str, profil
     work = Path(cache_dir) / "work" / spec.run_id
     dataset = (datasets or {}).get(spec.config.dataset)
     started = time.perf_counter()
+    reused = None if (work / "checkpoint.pt").exists() else reuse_training(spec.config, Path(cache_dir) / "work", work)
     outcome = train(spec.config, work, data_root=data_root, init_dir=Path(cache_dir) / "init", device=device,
                     progress=progress, dataset=dataset)
     eval_seconds = None
@@ -83,8 +85,41 @@ def run_one(spec_data: dict[str, Any], results_root: str, cache_dir: str, profil
         "run_wall_time_s": time.perf_counter() - started,  # this call (a resumed run: its last part)
         "eval_wall_time_s": eval_seconds,
     })
+    if reused is not None:
+        record["training_reused_from"] = reused
     write_json(result_path, record)
     return outcome.status
+
+
+def reuse_training(config: TrainConfig, work_root: Path, work: Path) -> dict[str, Any] | None:
+    """Seed ``work`` with the finished training of an identical config found under ``work_root``.
+
+    Runs of two profiles that differ only in their evaluation (e.g. ``beyond-cifar10`` measuring
+    ``cifar10-mini``'s models with more metrics) train the same model: training is deterministic, so the
+    checkpoint of one is the checkpoint of the other. The checkpoint and log are copied (the evaluation is
+    not) and ``train`` then finds the run finished. Returns where the training came from (its work folder
+    and the provenance of the process that trained it), or None when no finished twin exists.
+    """
+    wanted = config.config_hash()
+    for candidate in sorted(work_root.glob("*/result.json")) if work_root.is_dir() else []:
+        source = candidate.parent
+        if source == work or not (source / "checkpoint.pt").exists() or not (source / "log.jsonl").exists():
+            continue
+        try:
+            record = json.loads(candidate.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if record.get("config_hash") != wanted or record.get("config") != config.to_dict():
+            continue
+        work.mkdir(parents=True, exist_ok=True)
+        # The checkpoint goes last and by rename: a crash mid-copy leaves no checkpoint, and the run
+        # simply trains (or reuses) again.
+        shutil.copyfile(source / "log.jsonl", work / "log.jsonl")
+        shutil.copyfile(source / "checkpoint.pt", work / "checkpoint.pt.tmp")
+        os.replace(work / "checkpoint.pt.tmp", work / "checkpoint.pt")
+        return {"work": source.name, "provenance": record.get("provenance"), "started": record.get("started"),
+                "finished": record.get("finished")}
+    return None
 
 
 def _threads_per_worker(workers: int) -> int:

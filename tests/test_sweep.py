@@ -251,3 +251,38 @@ def test_committed_results_are_valid_records_of_their_profile(profile_dir):
     expected = {spec.run_id for spec in profile.runs()}
     assert len(frame) > 0 and set(frame["run_id"]) <= expected
     assert set(frame["status"]) <= {"ok", "diverged"}
+
+
+def test_a_profile_that_only_measures_more_reuses_the_training_and_matches_a_fresh_run(reference, tmp_path):
+    """A second profile with the same training and another evaluation takes the finished checkpoints from
+    the cache instead of training again, and its records equal those of a sweep that trained from scratch."""
+    import dataclasses
+    import shutil
+
+    base = micro_profile()
+    experiment = base.experiments[0]
+    measured_more = dataclasses.replace(
+        base, name="micro-more",
+        experiments=(dataclasses.replace(experiment, evaluation=dataclasses.replace(
+            experiment.evaluation, sam_samples=3, metrics=experiment.evaluation.metrics + ("hessian_trace",),
+            beyond_points=16, hessian_samples=2)),))
+    shared_cache = tmp_path / "shared-cache"
+    shutil.copytree(reference.parent / "cache", shared_cache)
+    quiet = {"progress": False, "log": lambda *_: None}
+    sweep(measured_more, tmp_path / "reused", cache_dir=shared_cache, **quiet)
+    sweep(measured_more, tmp_path / "fresh", cache_dir=tmp_path / "fresh-cache", **quiet)
+
+    def records(root):
+        return {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("micro-more/runs/*/result.json"))}
+
+    reused, fresh, trained = records(tmp_path / "reused"), records(tmp_path / "fresh"), {
+        p.parent.name: json.loads(p.read_text()) for p in reference.glob("micro/runs/*/result.json")}
+    assert reused.keys() == fresh.keys() and len(reused) == 4
+    by_config = {r["config_hash"]: r for r in trained.values()}
+    for run_id, record in reused.items():
+        source = by_config[record["config_hash"]]
+        # the log (with its per-epoch seconds) is the original training's: nothing was trained again
+        assert record["log"] == source["log"]
+        assert record["training_reused_from"]["provenance"] == source["provenance"]
+        assert "training_reused_from" not in fresh[run_id]
+        assert _stable(record) == _stable(fresh[run_id]) | {"training_reused_from": record["training_reused_from"]}
