@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 DEFAULT_PROFILE = "digits-mini"
 STORED_PROFILE = "cifar10-mini"  # used by default when the repository holds all of its results
-BEYOND_PROFILE = "beyond-digits"  # the "Beyond the paper" chapter's sweep (stored in the repository)
+BEYOND_PROFILES = ["beyond-cifar10", "beyond-digits"]  # the "Beyond the paper" chapter's sweeps (stored)
 DIAGONAL_RESULTS = "diagonal-network/result.json"  # under the results root: `sharpkit diagonal-network --out`
 MATHJAX_PACKAGE = "mathjax@3"
 MATHJAX_ENTRY = "tex-mml-chtml.js"  # Sphinx's default MathJax 3 component
@@ -148,7 +148,7 @@ def book_pages(profile: str, results_dir: str) -> list[Page]:
         parameters = {"arch": arch, "dataset": table_dataset(profile, arch, paper_ds), **common}
         pages.append(Page(f"table-{n}", "table", parameters, title=paper_table(n).title))
     # The chapter beyond the paper reads its own stored sweep whatever the main profile is.
-    pages.append(Page("beyond", "beyond", {"results_dir": results_dir, "profile": BEYOND_PROFILE,
+    pages.append(Page("beyond", "beyond", {"results_dir": results_dir, "profiles": BEYOND_PROFILES,
                                            "diagonal_results": f"{results_dir}/{DIAGONAL_RESULTS}"}))
     return pages
 

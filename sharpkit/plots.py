@@ -42,9 +42,10 @@ def tau_heatmap(taus: pd.DataFrame, labels: Mapping[str, str] | None = None, tit
 
 def sharpness_scatter(runs: pd.DataFrame, measures: Sequence[str], evaluation: str,
                       colors: Mapping[str, Any], labels: Mapping[str, str] | None = None, columns: int = 4,
-                      log: bool = True):
+                      log: bool = True, title: str = ""):
     """One panel per measure: each model (row of ``runs``) as a point (measure, evaluation) coloured by its
-    ``control``. Returns the figure."""
+    ``control``. With ``log``, a measure's axis is logarithmic where its values are positive and span at
+    least a decade (within one decade a log axis only adds clutter). Returns the figure."""
     import matplotlib.pyplot as plt
 
     labels = dict(labels or {})
@@ -55,13 +56,16 @@ def sharpness_scatter(runs: pd.DataFrame, measures: Sequence[str], evaluation: s
         for control, part in runs.groupby("control", sort=False):
             ax.scatter(part[measure], part[evaluation], s=18, color=colors.get(control),
                        label=labels.get(control, control))
-        if log and (runs[measure] > 0).all():
+        values = runs[measure].dropna()
+        if log and (values > 0).all() and values.max() >= 10 * values.min():
             ax.set_xscale("log")
         ax.set_xlabel(labels.get(measure, measure), fontsize=8)
         ax.set_ylabel(labels.get(evaluation, evaluation), fontsize=8)
     for ax in list(axes.flat)[len(measures):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import functools
 import html
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -644,3 +646,31 @@ def accuracy_levels(df: pd.DataFrame) -> pd.DataFrame:
     columns = ["arch", "dataset", "paper_dataset", "baseline", "best_control", "best", "gain", "paper_baseline",
                "paper_best_control", "paper_best", "paper_gain", "relative_level"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def with_errors(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with each evaluation also written as an error, so that for every column larger is worse
+    (the orientation of the Kendall-tau analysis, where tau > 0 means "sharper is worse"):
+    ``test_error = 1 - test_accuracy`` (a fraction) and ``corruption_error = 100 - corruption_accuracy``
+    (percent, like corruption accuracy). Columns that are missing stay missing."""
+    out = df.copy()
+    if "test_accuracy" in out.columns:
+        out["test_error"] = 1.0 - out["test_accuracy"]
+    if "corruption_accuracy" in out.columns:
+        out["corruption_error"] = 100.0 - out["corruption_accuracy"]
+    return out
+
+
+def asymmetry_curves(results_dir: str | Path, profile: str,
+                     runs: pd.DataFrame) -> dict[str, list[tuple[list[float], list[float]]]]:
+    """The 1-D loss curves stored with the asymmetry factor of each run in ``runs`` (rows with ``run_id``
+    and ``control``), grouped by control: ``{control: [(alphas, loss increases), ...]}`` in the order of
+    ``runs``. Runs measured without ``asymmetry_factor`` are skipped."""
+    _require_columns(runs, ("run_id", "control"), "asymmetry_curves")
+    curves: dict[str, list[tuple[list[float], list[float]]]] = {}
+    for run_id, control in zip(runs["run_id"], runs["control"]):
+        record = json.loads((Path(results_dir) / profile / "runs" / run_id / "result.json").read_text())
+        detail = record.get("evaluation", {}).get("details", {}).get("asymmetry_factor")
+        if detail is not None:
+            curves.setdefault(control, []).append((detail["curve_alphas"], detail["curve_losses"]))
+    return curves

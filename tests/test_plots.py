@@ -25,11 +25,15 @@ def test_tau_heatmap_lays_out_measures_by_evaluations_with_their_values():
 
 
 def test_sharpness_scatter_and_loss_curves_plot_every_model():
-    runs = pd.DataFrame({"control": ["a", "a", "b"], "m": [1.0, 2.0, 3.0], "err": [0.1, 0.2, 0.3]})
-    fig = plots.sharpness_scatter(runs, ["m", "absent"], "err", {"a": "red", "b": "blue"}, columns=2)
+    runs = pd.DataFrame({"control": ["a", "a", "b"], "m": [1.0, 2.0, 30.0], "narrow": [1.0, 2.0, 3.0],
+                         "err": [0.1, 0.2, 0.3]})
+    fig = plots.sharpness_scatter(runs, ["m", "narrow", "absent"], "err", {"a": "red", "b": "blue"}, columns=3,
+                                  title="cell")
     first = fig.axes[0]
     assert sum(len(c.get_offsets()) for c in first.collections) == 3 and first.get_xscale() == "log"
-    assert not fig.axes[1].axison  # the unused panel is hidden
+    assert fig.axes[1].get_xscale() == "linear"  # within one decade
+    assert not fig.axes[2].axison  # the unused panel is hidden
+    assert fig.get_suptitle() == "cell"
     ax = plots.loss_curves({"a": [([-1, 0, 1], [3.0, 1.0, 2.0])]}, {"a": "red"})
     np.testing.assert_allclose(ax.lines[0].get_ydata(), [2.0, 0.0, 1.0])  # shifted to 0 at alpha = 0
     plt.close("all")
