@@ -157,7 +157,9 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", default="results", help="results root (default: ./results)")
     p.add_argument("--executor", choices=["local", "slurm"], default="local")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (one per GPU on GPU machines)")
-    p.add_argument("--cache", help="checkpoints and partial runs (default: $SHARPKIT_CACHE or ~/.cache/sharpkit/runs)")
+    p.add_argument("--cache", help="checkpoints and partial runs (default: $SHARPKIT_CACHE/<profile>, "
+                   "$SHARPKIT_CACHE defaulting to ~/.cache/sharpkit/runs); finished trainings found there, or "
+                   "in the other profiles' default caches, are reused instead of trained again")
     p.add_argument("--dry-run", action="store_true", help="print the grid, the metrics plan and the estimated cost")
     p.add_argument("--no-timing", action="store_true", help="with --dry-run: skip measuring step times")
     p.add_argument("--list-profiles", action="store_true", help="list the profiles and exit")

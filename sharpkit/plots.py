@@ -59,6 +59,8 @@ def sharpness_scatter(runs: pd.DataFrame, measures: Sequence[str], evaluation: s
         values = runs[measure].dropna()
         if log and (values > 0).all() and values.max() >= 10 * values.min():
             ax.set_xscale("log")
+            # Such a span holds a power of ten; labelled minor ticks (2x10^-1, 3x10^-1, ...) overlap.
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())
         ax.set_xlabel(labels.get(measure, measure), fontsize=8)
         ax.set_ylabel(labels.get(evaluation, evaluation), fontsize=8)
     for ax in list(axes.flat)[len(measures):]:

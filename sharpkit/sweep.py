@@ -24,8 +24,8 @@ from .config import TrainConfig
 from .evaluate import EvalSettings, evaluate_run
 from .io import write_json
 from .profiles import Profile, RunSpec
-from .provenance import provenance, utc_now
-from .store import STORE_SCHEMA_VERSION, ResultStore
+from .provenance import package_versions, provenance, utc_now
+from .store import STORE_SCHEMA_VERSION, ResultStore, default_cache_dir
 
 EXECUTORS = ("local", "slurm")
 
@@ -59,7 +59,7 @@ def run_one(spec_data: dict[str, Any], results_root: str, cache_dir: str, profil
             datasets: dict[str, Any] | None = None) -> str:
     """Train and evaluate one run, then store its record; returns its status. Safe to call again after a
     crash at any point (training resumes from its checkpoint; the record is written last, atomically)."""
-    from .train import train
+    from .train import resolve_device, train
 
     spec = _spec_from_dict(spec_data)
     result_path = Path(results_root) / spec.profile / "runs" / spec.run_id / "result.json"
@@ -68,7 +68,9 @@ def run_one(spec_data: dict[str, Any], results_root: str, cache_dir: str, profil
     work = Path(cache_dir) / "work" / spec.run_id
     dataset = (datasets or {}).get(spec.config.dataset)
     started = time.perf_counter()
-    reused = None if (work / "checkpoint.pt").exists() else reuse_training(spec.config, Path(cache_dir) / "work", work)
+    if not (work / "checkpoint.pt").exists():
+        (work / REUSED_FROM).unlink(missing_ok=True)  # left by a crash before its checkpoint arrived
+        reuse_training(spec.config, _work_roots(Path(cache_dir)), work, resolve_device(device))
     outcome = train(spec.config, work, data_root=data_root, init_dir=Path(cache_dir) / "init", device=device,
                     progress=progress, dataset=dataset)
     eval_seconds = None
@@ -85,40 +87,76 @@ def run_one(spec_data: dict[str, Any], results_root: str, cache_dir: str, profil
         "run_wall_time_s": time.perf_counter() - started,  # this call (a resumed run: its last part)
         "eval_wall_time_s": eval_seconds,
     })
-    if reused is not None:
-        record["training_reused_from"] = reused
+    if (work / REUSED_FROM).exists():  # also after a crash between the copy and this record
+        record["training_reused_from"] = json.loads((work / REUSED_FROM).read_text())
     write_json(result_path, record)
     return outcome.status
 
 
-def reuse_training(config: TrainConfig, work_root: Path, work: Path) -> dict[str, Any] | None:
-    """Seed ``work`` with the finished training of an identical config found under ``work_root``.
+REUSED_FROM = "reused_from.json"  # in a work folder seeded by reuse_training: where its training came from
+
+
+def _work_roots(cache: Path) -> list[Path]:
+    """Where finished trainings may be found: the run's own cache and, when that is the default per-profile
+    cache (``~/.cache/sharpkit/runs/<profile>``), every other profile's default cache beside it. An
+    explicit ``--cache`` is searched alone (its parent may hold anything)."""
+    roots = [cache / "work"]
+    if cache.parent == default_cache_dir():
+        roots += [other / "work" for other in sorted(cache.parent.iterdir()) if other != cache and other.is_dir()]
+    return roots
+
+
+def _same_arithmetic(trained_on: dict[str, Any], device: torch.device) -> bool:
+    """Whether a training recorded with provenance ``trained_on`` would come out the same here: the same
+    torch, the same device type, and on a CPU the same thread count (reductions split by threads round
+    differently), on a GPU the same GPU model."""
+    hardware = trained_on.get("hardware", {})
+    if trained_on.get("versions", {}).get("torch") != package_versions()["torch"]:  # as provenance records it
+        return False
+    if torch.device(hardware.get("device", "cpu")).type != device.type:
+        return False
+    if device.type == "cpu":
+        return hardware.get("cpu_count") == torch.get_num_threads()
+    return hardware.get("gpu") == torch.cuda.get_device_name(device)
+
+
+def reuse_training(config: TrainConfig, work_roots: list[Path], work: Path,
+                   device: torch.device) -> dict[str, Any] | None:
+    """Seed ``work`` with the finished training of an identical config found under ``work_roots``.
 
     Runs of two profiles that differ only in their evaluation (e.g. ``beyond-cifar10`` measuring
-    ``cifar10-mini``'s models with more metrics) train the same model: training is deterministic, so the
-    checkpoint of one is the checkpoint of the other. The checkpoint and log are copied (the evaluation is
-    not) and ``train`` then finds the run finished. Returns where the training came from (its work folder
-    and the provenance of the process that trained it), or None when no finished twin exists.
+    ``cifar10-mini``'s models with more metrics) train the same model: training is deterministic given the
+    config, the torch version and the hardware's arithmetic (:func:`_same_arithmetic`), so the checkpoint of
+    one is the checkpoint of the other. The checkpoint and log are copied (the evaluation is not) and
+    ``train`` then finds the run finished. Where the training came from (its work folder and the provenance
+    of the process that trained it, carried through chains of reuse) is written to ``work/reused_from.json``
+    and returned; None when no finished twin exists.
     """
     wanted = config.config_hash()
-    for candidate in sorted(work_root.glob("*/result.json")) if work_root.is_dir() else []:
+    candidates = [c for root in work_roots if root.is_dir() for c in sorted(root.glob("*/result.json"))]
+    for candidate in candidates:
         source = candidate.parent
         if source == work or not (source / "checkpoint.pt").exists() or not (source / "log.jsonl").exists():
             continue
         try:
             record = json.loads(candidate.read_text())
+            origin = (json.loads((source / REUSED_FROM).read_text()) if (source / REUSED_FROM).exists() else
+                      {"work": str(source), "provenance": record.get("provenance"), "started": record.get("started"),
+                       "finished": record.get("finished")})
         except (OSError, json.JSONDecodeError):
             continue
         if record.get("config_hash") != wanted or record.get("config") != config.to_dict():
             continue
+        if not _same_arithmetic(origin.get("provenance") or {}, device):
+            continue
         work.mkdir(parents=True, exist_ok=True)
-        # The checkpoint goes last and by rename: a crash mid-copy leaves no checkpoint, and the run
-        # simply trains (or reuses) again.
+        # The checkpoint goes last and by rename: a crash before it leaves no checkpoint, and the run simply
+        # trains (or reuses) again.
+        write_json(work / REUSED_FROM, origin)
         shutil.copyfile(source / "log.jsonl", work / "log.jsonl")
         shutil.copyfile(source / "checkpoint.pt", work / "checkpoint.pt.tmp")
         os.replace(work / "checkpoint.pt.tmp", work / "checkpoint.pt")
-        return {"work": source.name, "provenance": record.get("provenance"), "started": record.get("started"),
-                "finished": record.get("finished")}
+        return origin
     return None
 
 

@@ -286,3 +286,48 @@ def test_a_profile_that_only_measures_more_reuses_the_training_and_matches_a_fre
         assert record["training_reused_from"]["provenance"] == source["provenance"]
         assert "training_reused_from" not in fresh[run_id]
         assert _stable(record) == _stable(fresh[run_id]) | {"training_reused_from": record["training_reused_from"]}
+
+
+def test_reuse_needs_the_same_config_and_arithmetic_and_survives_a_crash_after_the_copy(reference, tmp_path):
+    import torch
+
+    from sharpkit.sweep import REUSED_FROM, reuse_training, run_one
+
+    roots = [reference.parent / "cache" / "work"]
+    spec = micro_profile().runs()[0]
+    cpu = torch.device("cpu")
+    # another learning rate is another training
+    other = micro_profile(lr=0.1).runs()[0]
+    assert reuse_training(other.config, roots, tmp_path / "other", cpu) is None
+    assert not (tmp_path / "other").exists()
+    # the same config trained with another thread count rounds differently: not reused either
+    previous = torch.get_num_threads()
+    torch.set_num_threads(previous + 1)
+    try:
+        assert reuse_training(spec.config, roots, tmp_path / "threads", cpu) is None
+    finally:
+        torch.set_num_threads(previous)
+    # a crash after the copy and before the record: the rerun still says where the training came from
+    cache = tmp_path / "cache"
+    work = cache / "work" / spec.run_id
+    origin = reuse_training(spec.config, roots, work, cpu)
+    assert origin is not None and (work / "checkpoint.pt").exists() and (work / REUSED_FROM).exists()
+    data = {"profile": "micro", "config": spec.config.to_dict(), "evaluation": spec.evaluation.to_dict()}
+    assert run_one(data, str(tmp_path / "results"), str(cache), 1, device="cpu") == "ok"
+    record = json.loads((tmp_path / "results" / "micro" / "runs" / spec.run_id / "result.json").read_text())
+    stored = json.loads((reference / "micro" / "runs" / spec.run_id / "result.json").read_text())
+    assert record["training_reused_from"]["provenance"] == stored["provenance"]
+    assert _stable(record) == _stable(stored) | {"training_reused_from": record["training_reused_from"]}
+
+
+def test_trainings_are_looked_for_in_every_default_profile_cache_but_only_in_an_explicit_one(tmp_path, monkeypatch):
+    from sharpkit.sweep import _work_roots
+
+    monkeypatch.setenv("SHARPKIT_CACHE", str(tmp_path / "runs"))
+    for name in ("cifar10-mini", "beyond-cifar10", "smoke"):
+        (tmp_path / "runs" / name / "work").mkdir(parents=True)
+    own = tmp_path / "runs" / "beyond-cifar10"
+    assert _work_roots(own) == [own / "work", tmp_path / "runs" / "cifar10-mini" / "work",
+                                tmp_path / "runs" / "smoke" / "work"]
+    explicit = tmp_path / "elsewhere" / "mine"
+    assert _work_roots(explicit) == [explicit / "work"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -58,3 +59,51 @@ def test_the_result_pages_run_on_a_partly_finished_sweep(build_book, tmp_path, m
     taus = checked_output(kendall)
     assert "vgg19" in taus and "resnet18" not in taus  # one ResNet-18 model has no rank correlation
     assert "smoke" in checked_output(report)
+
+
+def test_the_beyond_chapter_on_the_committed_sweeps_prints_what_scipy_computes(build_book, tmp_path, monkeypatch):
+    """The chapter beyond the paper, executed on the sweeps committed in results/: its Kendall taus equal
+    scipy's over the stored records, the reparametrisation demo separates the measures as the theory says
+    (adaptive and normalised ones unchanged), and the diagonal networks rank as in Andriushchenko et al."""
+    import scipy.stats
+
+    from sharpkit.report import with_errors
+    from sharpkit.store import load_results
+
+    for key, value in KERNEL_ENV.items():
+        monkeypatch.setenv(key, value)
+    # A copy: a sweep writing into results/ meanwhile must not change the records under the test.
+    results = tmp_path / "results"
+    profiles = [p for p in build_book.BEYOND_PROFILES if (ROOT / "results" / p / "sweep.json").exists()]
+    assert profiles, "no committed sweep of the beyond chapter"
+    for name in [*profiles, str(Path(build_book.DIAGONAL_RESULTS).parent)]:
+        shutil.copytree(ROOT / "results" / name, results / name)
+    page = build_book.Page("beyond", "beyond", {"results_dir": str(results), "profiles": profiles, "n_boot": 20,
+                                               "diagonal_results": str(results / build_book.DIAGONAL_RESULTS)})
+    (path,) = build_book.execute_pages([page], tmp_path / "out", ROOT, jobs=1)
+    text = checked_output(nbformat.read(path, as_version=4))
+
+    printed: dict[str, dict[tuple[str, str], float]] = {}
+    current = None
+    for line in text.split("changed by the reparametrisation", 1)[0].splitlines():
+        tokens = line.split()
+        if line.strip() in profiles:
+            current = printed.setdefault(line.strip(), {})
+        elif current is not None and len(tokens) == 4 and tokens[2].isdigit():
+            current[(tokens[0], tokens[1])] = (int(tokens[2]), float(tokens[3]))
+    assert printed.keys() == set(profiles)
+    for profile in profiles:
+        runs = with_errors(load_results(results, profile).query("status == 'ok'"))
+        assert len(printed[profile]) >= 30
+        for (measure, evaluation), (n, tau) in printed[profile].items():
+            both = runs[[measure, evaluation]].dropna()
+            expected = scipy.stats.kendalltau(both[measure], both[evaluation]).statistic
+            assert n == len(both) and tau == pytest.approx(expected, abs=6e-4, nan_ok=True), (profile, measure)
+
+    changed = text.split("changed by the reparametrisation: ", 1)[1].split("\n", 1)[0].split(", ")
+    unchanged = text.split("unchanged: ", 1)[1].split("\n", 1)[0].split(", ")
+    assert {"SAM sharpness", "Hessian trace", "Top Hessian eigenvalue", "Worst-case sharpness"} <= set(changed)
+    assert {"Fisher-Rao norm", "Relative flatness", "Adaptive avg. sharpness", "Adaptive worst sharpness",
+            "Adaptive Hessian trace"} <= set(unchanged)
+    diagonal = dict(line.split() for line in text.split("measure\n", 1)[1].splitlines() if line.strip())
+    assert float(diagonal["rescaled_trace"]) > float(diagonal["trace"]) + 0.05
