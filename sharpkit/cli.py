@@ -327,8 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .provenance import pinned_code_version
+
     try:
-        return int(args.func(args) or 0)
+        with pinned_code_version():  # records name the code as it was when the command started
+            return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as error:
         print(f"sharpkit: error: {error}", file=sys.stderr)
         return 2

@@ -1,7 +1,10 @@
 """What produced a result: code version, software, hardware, time."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import json
+import os
 import platform
 import subprocess
 import sys
@@ -26,6 +29,45 @@ def git_commit(path: str | Path | None = None) -> dict[str, Any]:
         return {"commit": commit, "dirty": dirty}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
+
+
+# The code version a process (and the worker processes it starts, which inherit the environment) reports:
+# the git state when the work began, not when a record is written. A sweep runs for hours; commits or edits
+# made meanwhile are not the code that is running.
+CODE_VERSION_ENV = "SHARPKIT_CODE_VERSION"
+
+
+def code_version() -> dict[str, Any]:
+    """The pinned git state (:func:`pin_code_version`), else the state of the work tree now."""
+    pinned = os.environ.get(CODE_VERSION_ENV)
+    if pinned:
+        try:
+            return json.loads(pinned)
+        except json.JSONDecodeError:
+            pass
+    return git_commit()
+
+
+def pin_code_version() -> dict[str, Any]:
+    """Fix the git state this process and its children report from now on to the state now; returns it.
+    An already pinned state is kept (a sweep started by the CLI reports the CLI's start)."""
+    state = code_version()
+    os.environ[CODE_VERSION_ENV] = json.dumps(state)
+    return state
+
+
+@contextlib.contextmanager
+def pinned_code_version():
+    """:func:`pin_code_version` for the duration of a ``with`` block, then the previous setting."""
+    previous = os.environ.get(CODE_VERSION_ENV)
+    pin_code_version()
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(CODE_VERSION_ENV, None)
+        else:
+            os.environ[CODE_VERSION_ENV] = previous
 
 
 def package_versions() -> dict[str, str | None]:
@@ -69,7 +111,7 @@ def utc_now() -> str:
 def provenance(device: torch.device | str | None = None) -> dict[str, Any]:
     """One record of code version, package versions, hardware, command line and time."""
     return {
-        "git": git_commit(),
+        "git": code_version(),
         "versions": package_versions(),
         "hardware": hardware(device),
         "command": sys.argv,

@@ -24,7 +24,7 @@ from .config import TrainConfig
 from .evaluate import EvalSettings, evaluate_run
 from .io import write_json
 from .profiles import Profile, RunSpec
-from .provenance import package_versions, provenance, utc_now
+from .provenance import package_versions, pinned_code_version, provenance, utc_now
 from .store import STORE_SCHEMA_VERSION, ResultStore, default_cache_dir
 
 EXECUTORS = ("local", "slurm")
@@ -180,12 +180,22 @@ def sweep(profile: Profile, results_root: str | Path = "results", *, executor: s
         results_root: results go to ``results_root/<profile>/``.
         executor: ``"local"`` or ``"slurm"``.
         workers: local worker processes (GPUs: one each, round robin).
-        cache_dir: checkpoints and partial runs (default ``$SHARPKIT_CACHE`` or ``~/.cache/sharpkit/runs``).
+        cache_dir: checkpoints and partial runs (default ``$SHARPKIT_CACHE/<profile>``, ``$SHARPKIT_CACHE``
+            defaulting to ``~/.cache/sharpkit/runs``).
         slurm_executor: a configured ``submitit`` executor to use instead of ``submitit.AutoExecutor``
             (tests pass ``submitit.LocalExecutor``).
+
+    Every record names the git state at the start of the sweep (:func:`sharpkit.provenance.pin_code_version`).
     """
     check_choice("executor", executor, EXECUTORS)
     check_positive("workers", workers, integer=True)
+    with pinned_code_version():
+        return _sweep(profile, results_root, executor, workers, cache_dir, data_root, device, progress,
+                      slurm_executor, log)
+
+
+def _sweep(profile: Profile, results_root: str | Path, executor: str, workers: int, cache_dir: str | Path | None,
+           data_root: str | None, device: str, progress: bool, slurm_executor: Any, log) -> SweepSummary:
     store = ResultStore(results_root, profile, cache_dir)
     store.open()
     started_at, t0 = utc_now(), time.perf_counter()

@@ -331,3 +331,28 @@ def test_trainings_are_looked_for_in_every_default_profile_cache_but_only_in_an_
                                 tmp_path / "runs" / "smoke" / "work"]
     explicit = tmp_path / "elsewhere" / "mine"
     assert _work_roots(explicit) == [explicit / "work"]
+
+
+def test_every_record_of_a_sweep_names_the_code_it_started_with(tmp_path, monkeypatch):
+    """Commits or edits made while a sweep runs are not the code that runs: the git state is taken once,
+    when the sweep starts, and also reaches worker processes (through the environment)."""
+    import itertools
+    import subprocess
+
+    from sharpkit import provenance
+
+    calls = itertools.count()
+    monkeypatch.setattr(provenance, "git_commit", lambda path=None: {"commit": f"state{next(calls)}", "dirty": False})
+    monkeypatch.delenv(provenance.CODE_VERSION_ENV, raising=False)
+    sweep(micro_profile(), tmp_path / "results", cache_dir=tmp_path / "cache", progress=False, log=lambda *_: None)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "micro" / "runs").glob("*/result.json")]
+    named = {r["provenance"]["git"]["commit"] for r in records} | {
+        r["evaluation"]["provenance"]["git"]["commit"] for r in records} | {
+        s["provenance"]["git"]["commit"] for s in load_sweep_info(tmp_path / "results", "micro")["sweeps"]}
+    assert len(records) == 4 and named == {"state0"}
+    assert provenance.CODE_VERSION_ENV not in os.environ  # unpinned after the sweep
+    with provenance.pinned_code_version():
+        pinned = provenance.code_version()["commit"]
+        child = subprocess.run([sys.executable, "-c", "from sharpkit.provenance import code_version; "
+                                "print(code_version()['commit'])"], capture_output=True, text=True, check=True)
+    assert pinned == "state1" and child.stdout.strip() == "state1"  # the child would have asked git itself
