@@ -183,7 +183,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise ValueError(f"Expected --profile, one of {', '.join(PROFILES)}.")
     profile = get_profile(args.profile)
     if args.dry_run:
-        dry_run(profile, measure=not args.no_timing, device=args.device)
+        dry_run(profile, measure=not args.no_timing, device=args.device, cache_dir=args.cache,
+                workers=args.workers)
         return 0
     if args.verify is not None:
         from .sweep import verify

@@ -101,42 +101,35 @@ def _work_roots(cache: Path) -> list[Path]:
     cache (``~/.cache/sharpkit/runs/<profile>``), every other profile's default cache beside it. An
     explicit ``--cache`` is searched alone (its parent may hold anything)."""
     roots = [cache / "work"]
-    if cache.parent == default_cache_dir():
+    if cache.parent == default_cache_dir() and cache.parent.is_dir():
         roots += [other / "work" for other in sorted(cache.parent.iterdir()) if other != cache and other.is_dir()]
     return roots
 
 
-def _same_arithmetic(trained_on: dict[str, Any], device: torch.device) -> bool:
+def _same_arithmetic(trained_on: dict[str, Any], device: torch.device, threads: int | None = None) -> bool:
     """Whether a training recorded with provenance ``trained_on`` would come out the same here: the same
     torch, the same device type, and on a CPU the same thread count (reductions split by threads round
-    differently), on a GPU the same GPU model."""
+    differently; ``threads`` defaults to this process's), on a GPU the same GPU model."""
     hardware = trained_on.get("hardware", {})
     if trained_on.get("versions", {}).get("torch") != package_versions()["torch"]:  # as provenance records it
         return False
     if torch.device(hardware.get("device", "cpu")).type != device.type:
         return False
     if device.type == "cpu":
-        return hardware.get("cpu_count") == torch.get_num_threads()
+        return hardware.get("cpu_count") == (threads or torch.get_num_threads())
     return hardware.get("gpu") == torch.cuda.get_device_name(device)
 
 
-def reuse_training(config: TrainConfig, work_roots: list[Path], work: Path,
-                   device: torch.device) -> dict[str, Any] | None:
-    """Seed ``work`` with the finished training of an identical config found under ``work_roots``.
-
-    Runs of two profiles that differ only in their evaluation (e.g. ``beyond-cifar10`` measuring
-    ``cifar10-mini``'s models with more metrics) train the same model: training is deterministic given the
-    config, the torch version and the hardware's arithmetic (:func:`_same_arithmetic`), so the checkpoint of
-    one is the checkpoint of the other. The checkpoint and log are copied (the evaluation is not) and
-    ``train`` then finds the run finished. Where the training came from (its work folder and the provenance
-    of the process that trained it, carried through chains of reuse) is written to ``work/reused_from.json``
-    and returned; None when no finished twin exists.
-    """
+def find_finished_training(config: TrainConfig, work_roots: list[Path], device: torch.device,
+                           exclude: Path | None = None, threads: int | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """A work folder under ``work_roots`` holding the finished training of ``config`` that would come out
+    the same here (:func:`_same_arithmetic`), with where that training came from (its folder and the
+    provenance of the process that trained it, carried through chains of reuse); None when there is none."""
     wanted = config.config_hash()
     candidates = [c for root in work_roots if root.is_dir() for c in sorted(root.glob("*/result.json"))]
     for candidate in candidates:
         source = candidate.parent
-        if source == work or not (source / "checkpoint.pt").exists() or not (source / "log.jsonl").exists():
+        if source == exclude or not (source / "checkpoint.pt").exists() or not (source / "log.jsonl").exists():
             continue
         try:
             record = json.loads(candidate.read_text())
@@ -147,17 +140,34 @@ def reuse_training(config: TrainConfig, work_roots: list[Path], work: Path,
             continue
         if record.get("config_hash") != wanted or record.get("config") != config.to_dict():
             continue
-        if not _same_arithmetic(origin.get("provenance") or {}, device):
-            continue
-        work.mkdir(parents=True, exist_ok=True)
-        # The checkpoint goes last and by rename: a crash before it leaves no checkpoint, and the run simply
-        # trains (or reuses) again.
-        write_json(work / REUSED_FROM, origin)
-        shutil.copyfile(source / "log.jsonl", work / "log.jsonl")
-        shutil.copyfile(source / "checkpoint.pt", work / "checkpoint.pt.tmp")
-        os.replace(work / "checkpoint.pt.tmp", work / "checkpoint.pt")
-        return origin
+        if _same_arithmetic(origin.get("provenance") or {}, device, threads):
+            return source, origin
     return None
+
+
+def reuse_training(config: TrainConfig, work_roots: list[Path], work: Path,
+                   device: torch.device) -> dict[str, Any] | None:
+    """Seed ``work`` with the finished training of an identical config found under ``work_roots``.
+
+    Runs of two profiles that differ only in their evaluation (e.g. ``beyond-cifar10`` measuring
+    ``cifar10-mini``'s models with more metrics) train the same model: training is deterministic given the
+    config, the torch version and the hardware's arithmetic (:func:`_same_arithmetic`), so the checkpoint of
+    one is the checkpoint of the other. The checkpoint and log are copied (the evaluation is not) and
+    ``train`` then finds the run finished. Where the training came from is written to
+    ``work/reused_from.json`` and returned; None when no finished twin exists.
+    """
+    found = find_finished_training(config, work_roots, device, exclude=work)
+    if found is None:
+        return None
+    source, origin = found
+    work.mkdir(parents=True, exist_ok=True)
+    # The checkpoint goes last and by rename: a crash before it leaves no checkpoint, and the run simply
+    # trains (or reuses) again.
+    write_json(work / REUSED_FROM, origin)
+    shutil.copyfile(source / "log.jsonl", work / "log.jsonl")
+    shutil.copyfile(source / "checkpoint.pt", work / "checkpoint.pt.tmp")
+    os.replace(work / "checkpoint.pt.tmp", work / "checkpoint.pt")
+    return origin
 
 
 def _threads_per_worker(workers: int) -> int:
@@ -341,9 +351,12 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
-def dry_run(profile: Profile, measure: bool = True, device: str = "auto", log=print) -> dict[str, Any]:
-    """Print the grid (cells, runs, epochs), the metrics plan and, when ``measure``, an estimated cost
-    from a measured step time per (dataset, arch, size). Returns the numbers printed."""
+def dry_run(profile: Profile, measure: bool = True, device: str = "auto", log=print,
+            cache_dir: str | Path | None = None, workers: int = 1) -> dict[str, Any]:
+    """Print the grid (cells, runs, epochs), the metrics plan, how many runs a sweep with ``workers`` local
+    workers will let reuse a finished training from the cache (``cache_dir`` as for :func:`sweep`) and,
+    when ``measure``, an estimated cost from a measured step time per (dataset, arch, size). Returns the
+    numbers printed."""
     runs = profile.runs()
     cells = {spec.cell for spec in runs}
     log(f"profile {profile.name} (version {profile.version}): {profile.description}")
@@ -365,6 +378,15 @@ def dry_run(profile: Profile, measure: bool = True, device: str = "auto", log=pr
         size = json.dumps(exp.model_size) if exp.model_size else "paper size"
         log(f"{exp.dataset[-28:]:28s} {exp.arch:12s} {size[:34]:34s} {len(exp_runs):5d} {config.epochs:6d} "
             f"{steps:9d} {step_time:7.3f} {_duration(seconds):>8s}")
+    from .train import resolve_device
+
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir() / profile.name
+    roots, here = _work_roots(cache), resolve_device(device)
+    threads = _threads_per_worker(workers) if workers > 1 else None  # what each worker will run with
+    reusable = sum(find_finished_training(spec.config, roots, here, threads=threads) is not None for spec in runs)
+    if reusable:
+        log(f"{reusable} of the {len(runs)} runs will reuse a finished training found in the cache ({cache}); "
+            "the estimate below counts them as trained")
     log(f"total: {len(runs)} training runs, {total_epochs} epochs"
         + (f", estimated {_duration(total_seconds)} of training on {device if device != 'auto' else 'this machine'}"
            " (measured step times; evaluation extra)" if measure else ""))
@@ -381,7 +403,8 @@ def dry_run(profile: Profile, measure: bool = True, device: str = "auto", log=pr
         if "corruption_accuracy" in ev.metrics:
             parts.append(f"corruptions: {ev.corrupted or f'generated from {ev.corruption_subset} test images'}")
         log(f"  {exp.dataset} / {exp.arch}: " + "; ".join(parts))
-    return {"cells": len(cells), "runs": len(runs), "epochs": total_epochs, "estimated_seconds": total_seconds}
+    return {"cells": len(cells), "runs": len(runs), "epochs": total_epochs, "estimated_seconds": total_seconds,
+            "reusable": reusable}
 
 
 # --- verification ---------------------------------------------------------------------------------------

@@ -269,6 +269,10 @@ def test_a_profile_that_only_measures_more_reuses_the_training_and_matches_a_fre
     shared_cache = tmp_path / "shared-cache"
     shutil.copytree(reference.parent / "cache", shared_cache)
     quiet = {"progress": False, "log": lambda *_: None}
+    planned: list[str] = []
+    assert dry_run(measured_more, measure=False, cache_dir=shared_cache, log=planned.append)["reusable"] == 4
+    assert any("4 of the 4 runs will reuse a finished training" in line for line in planned)
+    assert dry_run(measured_more, measure=False, cache_dir=tmp_path / "empty", log=planned.append)["reusable"] == 0
     sweep(measured_more, tmp_path / "reused", cache_dir=shared_cache, **quiet)
     sweep(measured_more, tmp_path / "fresh", cache_dir=tmp_path / "fresh-cache", **quiet)
 
