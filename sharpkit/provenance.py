@@ -37,30 +37,30 @@ def git_commit(path: str | Path | None = None) -> dict[str, Any]:
 CODE_VERSION_ENV = "SHARPKIT_CODE_VERSION"
 
 
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
 def code_version() -> dict[str, Any]:
-    """The pinned git state (:func:`pin_code_version`), else the state of the work tree now."""
+    """The git state pinned by an enclosing :func:`pinned_code_version` (in this process or the one that
+    started it) for this same checkout of sharpkit, else the state of the work tree now."""
     pinned = os.environ.get(CODE_VERSION_ENV)
     if pinned:
         try:
-            return json.loads(pinned)
-        except json.JSONDecodeError:
+            pin = json.loads(pinned)
+            if pin.get("package") == _PACKAGE_DIR:  # a child importing another checkout asks its own git
+                return pin["git"]
+        except (json.JSONDecodeError, AttributeError, KeyError):
             pass
     return git_commit()
 
 
-def pin_code_version() -> dict[str, Any]:
-    """Fix the git state this process and its children report from now on to the state now; returns it.
-    An already pinned state is kept (a sweep started by the CLI reports the CLI's start)."""
-    state = code_version()
-    os.environ[CODE_VERSION_ENV] = json.dumps(state)
-    return state
-
-
 @contextlib.contextmanager
 def pinned_code_version():
-    """:func:`pin_code_version` for the duration of a ``with`` block, then the previous setting."""
+    """Within the ``with`` block, this process and the processes it starts (through the environment)
+    report the git state at the block's start; afterwards the previous setting returns. A block nested in
+    another keeps the outer state (a sweep started by the CLI reports the CLI's start)."""
     previous = os.environ.get(CODE_VERSION_ENV)
-    pin_code_version()
+    os.environ[CODE_VERSION_ENV] = json.dumps({"package": _PACKAGE_DIR, "git": code_version()})
     try:
         yield
     finally:

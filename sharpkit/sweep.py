@@ -120,25 +120,37 @@ def _same_arithmetic(trained_on: dict[str, Any], device: torch.device, threads: 
     return hardware.get("gpu") == torch.cuda.get_device_name(device)
 
 
+def finished_trainings(work_roots: list[Path]) -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
+    """Every finished training under ``work_roots``: (its work folder, its record, where the training came
+    from: the folder and the provenance of the process that trained it, carried through chains of reuse)."""
+    found = []
+    for root in work_roots:
+        for candidate in sorted(root.glob("*/result.json")) if root.is_dir() else []:
+            source = candidate.parent
+            if not (source / "checkpoint.pt").exists() or not (source / "log.jsonl").exists():
+                continue
+            try:
+                record = json.loads(candidate.read_text())
+                origin = (json.loads((source / REUSED_FROM).read_text()) if (source / REUSED_FROM).exists() else
+                          {"work": str(source), "provenance": record.get("provenance"),
+                           "started": record.get("started"), "finished": record.get("finished")})
+            except (OSError, json.JSONDecodeError):
+                continue
+            found.append((source, record, origin))
+    return found
+
+
 def find_finished_training(config: TrainConfig, work_roots: list[Path], device: torch.device,
-                           exclude: Path | None = None, threads: int | None = None) -> tuple[Path, dict[str, Any]] | None:
-    """A work folder under ``work_roots`` holding the finished training of ``config`` that would come out
-    the same here (:func:`_same_arithmetic`), with where that training came from (its folder and the
-    provenance of the process that trained it, carried through chains of reuse); None when there is none."""
+                           exclude: Path | None = None, threads: int | None = None,
+                           trainings: list[tuple[Path, dict[str, Any], dict[str, Any]]] | None = None,
+                           ) -> tuple[Path, dict[str, Any]] | None:
+    """A work folder under ``work_roots`` (other than ``exclude``) holding the finished training of ``config``
+    that would come out the same here (:func:`_same_arithmetic`, with ``threads`` per process), and where
+    that training came from; None when there is none. ``trainings``: :func:`finished_trainings` of
+    ``work_roots`` read once, for many lookups."""
     wanted = config.config_hash()
-    candidates = [c for root in work_roots if root.is_dir() for c in sorted(root.glob("*/result.json"))]
-    for candidate in candidates:
-        source = candidate.parent
-        if source == exclude or not (source / "checkpoint.pt").exists() or not (source / "log.jsonl").exists():
-            continue
-        try:
-            record = json.loads(candidate.read_text())
-            origin = (json.loads((source / REUSED_FROM).read_text()) if (source / REUSED_FROM).exists() else
-                      {"work": str(source), "provenance": record.get("provenance"), "started": record.get("started"),
-                       "finished": record.get("finished")})
-        except (OSError, json.JSONDecodeError):
-            continue
-        if record.get("config_hash") != wanted or record.get("config") != config.to_dict():
+    for source, record, origin in trainings if trainings is not None else finished_trainings(work_roots):
+        if source == exclude or record.get("config_hash") != wanted or record.get("config") != config.to_dict():
             continue
         if _same_arithmetic(origin.get("provenance") or {}, device, threads):
             return source, origin
@@ -195,7 +207,7 @@ def sweep(profile: Profile, results_root: str | Path = "results", *, executor: s
         slurm_executor: a configured ``submitit`` executor to use instead of ``submitit.AutoExecutor``
             (tests pass ``submitit.LocalExecutor``).
 
-    Every record names the git state at the start of the sweep (:func:`sharpkit.provenance.pin_code_version`).
+    Every record names the git state at the start of the sweep (:func:`sharpkit.provenance.pinned_code_version`).
     """
     check_choice("executor", executor, EXECUTORS)
     check_positive("workers", workers, integer=True)
@@ -378,12 +390,19 @@ def dry_run(profile: Profile, measure: bool = True, device: str = "auto", log=pr
         size = json.dumps(exp.model_size) if exp.model_size else "paper size"
         log(f"{exp.dataset[-28:]:28s} {exp.arch:12s} {size[:34]:34s} {len(exp_runs):5d} {config.epochs:6d} "
             f"{steps:9d} {step_time:7.3f} {_duration(seconds):>8s}")
-    from .train import resolve_device
-
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir() / profile.name
-    roots, here = _work_roots(cache), resolve_device(device)
-    threads = _threads_per_worker(workers) if workers > 1 else None  # what each worker will run with
-    reusable = sum(find_finished_training(spec.config, roots, here, threads=threads) is not None for spec in runs)
+    here = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                        "cpu" if device == "auto" else device)
+    reusable = 0
+    if here.type == "cuda" and not torch.cuda.is_available():  # planning a GPU sweep from a CPU machine
+        log("(no GPU here: cannot tell which runs will reuse a training trained on one)")
+    else:
+        roots = _work_roots(cache)
+        threads = _threads_per_worker(workers) if workers > 1 else None  # what each worker will run with
+        # A run's own folder holds its own (possibly finished) training: resuming it is not reuse.
+        trainings = finished_trainings(roots)  # read once for every run of the profile
+        reusable = sum(find_finished_training(spec.config, roots, here, exclude=cache / "work" / spec.run_id,
+                                              threads=threads, trainings=trainings) is not None for spec in runs)
     if reusable:
         log(f"{reusable} of the {len(runs)} runs will reuse a finished training found in the cache ({cache}); "
             "the estimate below counts them as trained")

@@ -253,11 +253,14 @@ def test_committed_results_are_valid_records_of_their_profile(profile_dir):
     assert set(frame["status"]) <= {"ok", "diverged"}
 
 
-def test_a_profile_that_only_measures_more_reuses_the_training_and_matches_a_fresh_run(reference, tmp_path):
+def test_a_profile_that_only_measures_more_reuses_the_training_and_matches_a_fresh_run(reference, tmp_path,
+                                                                                      monkeypatch):
     """A second profile with the same training and another evaluation takes the finished checkpoints from
     the cache instead of training again, and its records equal those of a sweep that trained from scratch."""
     import dataclasses
     import shutil
+
+    import torch
 
     base = micro_profile()
     experiment = base.experiments[0]
@@ -273,6 +276,18 @@ def test_a_profile_that_only_measures_more_reuses_the_training_and_matches_a_fre
     assert dry_run(measured_more, measure=False, cache_dir=shared_cache, log=planned.append)["reusable"] == 4
     assert any("4 of the 4 runs will reuse a finished training" in line for line in planned)
     assert dry_run(measured_more, measure=False, cache_dir=tmp_path / "empty", log=planned.append)["reusable"] == 0
+    # a profile's own finished runs are not "reuse" (they are resumed, or skipped when stored)
+    assert dry_run(base, measure=False, cache_dir=shared_cache, log=planned.append)["reusable"] == 0
+    # workers with another thread count than the trainings' would train again
+    import sharpkit.sweep
+
+    monkeypatch.setattr(sharpkit.sweep, "_threads_per_worker", lambda workers: torch.get_num_threads() + 1)
+    assert dry_run(measured_more, measure=False, cache_dir=shared_cache, workers=2, log=planned.append)["reusable"] == 0
+    monkeypatch.undo()
+    # planning a GPU sweep on a machine without one: no count, no error
+    if not torch.cuda.is_available():
+        assert dry_run(measured_more, measure=False, device="cuda", cache_dir=shared_cache,
+                       log=planned.append)["reusable"] == 0
     sweep(measured_more, tmp_path / "reused", cache_dir=shared_cache, **quiet)
     sweep(measured_more, tmp_path / "fresh", cache_dir=tmp_path / "fresh-cache", **quiet)
 
@@ -360,3 +375,7 @@ def test_every_record_of_a_sweep_names_the_code_it_started_with(tmp_path, monkey
         child = subprocess.run([sys.executable, "-c", "from sharpkit.provenance import code_version; "
                                 "print(code_version()['commit'])"], capture_output=True, text=True, check=True)
     assert pinned == "state1" and child.stdout.strip() == "state1"  # the child would have asked git itself
+    with provenance.pinned_code_version():  # a pin from another checkout of sharpkit is not ours
+        os.environ[provenance.CODE_VERSION_ENV] = json.dumps({"package": "/elsewhere", "git": {"commit": "x"}})
+        assert provenance.code_version()["commit"].startswith("state")
+    assert provenance.CODE_VERSION_ENV not in os.environ
