@@ -128,17 +128,17 @@ def _digits_mini() -> Profile:
                    seeds=(0, 1, 2))
 
 
-def _beyond_digits() -> Profile:
-    # digits-mini's ResNet-18 block (same training, same paper metrics) with the three extra controls
-    # and every measure of the papers the paper builds on, for the "Beyond the paper" chapter.
-    digits_mini = _digits_mini().experiments[0]
+def _beyond(name: str, parent: Profile) -> Profile:
+    """``parent``'s ResNet-18 block (same training, same paper metrics) with the three extra controls and
+    every measure of the papers the paper builds on, for the "Beyond the paper" chapter."""
+    resnet = next(e for e in parent.experiments if e.arch == "resnet18")
     # The curvature measures cost tens of Hessian-vector products per model: 256 points and a few probes
-    # keep the 27 runs near half an hour on a 2-core CPU.
-    evaluation = dataclasses.replace(digits_mini.evaluation, metrics=ALL_METRICS, beyond_points=256,
+    # keep 27 runs of the mini profiles near half an hour of measuring on a 2-core CPU.
+    evaluation = dataclasses.replace(resnet.evaluation, metrics=ALL_METRICS, beyond_points=256,
                                      average_samples=5, hessian_samples=5, hessian_iters=8, asymmetry_directions=6)
-    return Profile("beyond-digits", 1, "digits-mini's ResNet-18 with the paper's six controls and ASAM, Average "
-                   "SAM and FAM, 3 seeds, measured by every sharpness measure sharpkit has.",
-                   (dataclasses.replace(digits_mini, evaluation=evaluation),),
+    return Profile(name, 1, f"{parent.name}'s ResNet-18 with the paper's six controls and ASAM, Average SAM and "
+                   f"FAM, 3 seeds, measured by every sharpness measure sharpkit has.",
+                   (dataclasses.replace(resnet, evaluation=evaluation),),
                    controls=PAPER_CONTROLS + EXTRA_CONTROL_NAMES, seeds=(0, 1, 2))
 
 
@@ -156,21 +156,11 @@ def _cifar10_mini(lr: float = 0.1) -> Profile:
                    seeds=(0, 1, 2, 3, 4))
 
 
-def _beyond_cifar10() -> Profile:
-    # cifar10-mini's ResNet-18 block (same training, so a sweep with cifar10-mini's cache reuses its
-    # checkpoints for the six paper controls), its first 3 seeds, the three extra controls, and every
-    # measure at beyond-digits' settings: about an hour on a 2-core CPU.
-    cifar10_mini = _cifar10_mini().experiments[0]
-    evaluation = dataclasses.replace(cifar10_mini.evaluation, metrics=ALL_METRICS, beyond_points=256,
-                                     average_samples=5, hessian_samples=5, hessian_iters=8, asymmetry_directions=6)
-    return Profile("beyond-cifar10", 1, "cifar10-mini's ResNet-18 with the paper's six controls and ASAM, Average "
-                   "SAM and FAM, 3 seeds, measured by every sharpness measure sharpkit has.",
-                   (dataclasses.replace(cifar10_mini, evaluation=evaluation),),
-                   controls=PAPER_CONTROLS + EXTRA_CONTROL_NAMES, seeds=(0, 1, 2))
-
-
-PROFILES = {p.name: p for p in (_paper(), _smoke(), _digits_mini(), _cifar10_mini(), _beyond_digits(),
-                                _beyond_cifar10())}
+# beyond-cifar10 trains exactly cifar10-mini's ResNet-18 models: a sweep sharing cifar10-mini's cache reuses
+# them for the six paper controls (sharpkit.sweep.reuse_training).
+PROFILES = {p.name: p for p in (_paper(), _smoke(), _digits_mini(), _cifar10_mini(),
+                                _beyond("beyond-digits", _digits_mini()),
+                                _beyond("beyond-cifar10", _cifar10_mini()))}
 
 
 def get_profile(name: str) -> Profile:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import html
-import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -666,10 +665,12 @@ def asymmetry_curves(results_dir: str | Path, profile: str,
     """The 1-D loss curves stored with the asymmetry factor of each run in ``runs`` (rows with ``run_id``
     and ``control``), grouped by control: ``{control: [(alphas, loss increases), ...]}`` in the order of
     ``runs``. Runs measured without ``asymmetry_factor`` are skipped."""
+    from .store import load_run_record  # the store pulls in torch; the tables need neither
+
     _require_columns(runs, ("run_id", "control"), "asymmetry_curves")
     curves: dict[str, list[tuple[list[float], list[float]]]] = {}
     for run_id, control in zip(runs["run_id"], runs["control"]):
-        record = json.loads((Path(results_dir) / profile / "runs" / run_id / "result.json").read_text())
+        record = load_run_record(results_dir, profile, run_id)
         detail = record.get("evaluation", {}).get("details", {}).get("asymmetry_factor")
         if detail is not None:
             curves.setdefault(control, []).append((detail["curve_alphas"], detail["curve_losses"]))

@@ -48,6 +48,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SHARPKIT_CACHE", Path.home() / ".cache" / "sharpkit" / "runs"))
 
 
+def profile_cache_dir(profile: str, cache_dir: str | Path | None = None) -> Path:
+    """A profile's cache: ``cache_dir`` when given, else ``default_cache_dir() / profile``."""
+    return Path(cache_dir) if cache_dir is not None else default_cache_dir() / profile
+
+
 def cell_name(dataset: str, arch: str, control: str) -> str:
     safe = dataset.replace(":", "_").replace("/", "_").replace(".", "_").strip("_")
     return f"{safe}-{arch}-{control}"
@@ -92,7 +97,7 @@ class ResultStore:
     def __init__(self, results_root: str | Path, profile: Profile, cache_dir: str | Path | None = None) -> None:
         self.profile = profile
         self.root = Path(results_root) / profile.name
-        self.cache = Path(cache_dir) if cache_dir is not None else default_cache_dir() / profile.name
+        self.cache = profile_cache_dir(profile.name, cache_dir)
 
     @property
     def sweep_file(self) -> Path:
@@ -207,6 +212,11 @@ def load_sweep_info(path: str | Path, profile: str | None = None) -> dict[str, A
                          f"sharpkit reads version {STORE_SCHEMA_VERSION}. Re-run the sweep into a new folder.")
     info["wall_time_s"] = sum(s.get("wall_time_s", 0.0) for s in info.get("sweeps", []))
     return info
+
+
+def load_run_record(results_root: str | Path, profile: str, run_id: str) -> dict[str, Any]:
+    """The stored record (result.json) of run ``run_id`` of ``profile`` under ``results_root``."""
+    return _read_json(Path(results_root) / profile / "runs" / run_id / "result.json")
 
 
 def load_results(path: str | Path, profile: str | None = None) -> pd.DataFrame:

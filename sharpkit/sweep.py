@@ -25,7 +25,7 @@ from .evaluate import EvalSettings, evaluate_run
 from .io import write_json
 from .profiles import Profile, RunSpec
 from .provenance import package_versions, pinned_code_version, provenance, utc_now
-from .store import STORE_SCHEMA_VERSION, ResultStore, default_cache_dir
+from .store import STORE_SCHEMA_VERSION, ResultStore, default_cache_dir, profile_cache_dir
 
 EXECUTORS = ("local", "slurm")
 
@@ -140,16 +140,14 @@ def finished_trainings(work_roots: list[Path]) -> list[tuple[Path, dict[str, Any
     return found
 
 
-def find_finished_training(config: TrainConfig, work_roots: list[Path], device: torch.device,
-                           exclude: Path | None = None, threads: int | None = None,
-                           trainings: list[tuple[Path, dict[str, Any], dict[str, Any]]] | None = None,
-                           ) -> tuple[Path, dict[str, Any]] | None:
-    """A work folder under ``work_roots`` (other than ``exclude``) holding the finished training of ``config``
-    that would come out the same here (:func:`_same_arithmetic`, with ``threads`` per process), and where
-    that training came from; None when there is none. ``trainings``: :func:`finished_trainings` of
-    ``work_roots`` read once, for many lookups."""
+def find_finished_training(config: TrainConfig, trainings: list[tuple[Path, dict[str, Any], dict[str, Any]]],
+                           device: torch.device, exclude: Path | None = None,
+                           threads: int | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """Among ``trainings`` (:func:`finished_trainings`), one other than the folder ``exclude`` of ``config``
+    that would come out the same here (:func:`_same_arithmetic`, with ``threads`` per process): its folder
+    and where that training came from; None when there is none."""
     wanted = config.config_hash()
-    for source, record, origin in trainings if trainings is not None else finished_trainings(work_roots):
+    for source, record, origin in trainings:
         if source == exclude or record.get("config_hash") != wanted or record.get("config") != config.to_dict():
             continue
         if _same_arithmetic(origin.get("provenance") or {}, device, threads):
@@ -168,7 +166,7 @@ def reuse_training(config: TrainConfig, work_roots: list[Path], work: Path,
     ``train`` then finds the run finished. Where the training came from is written to
     ``work/reused_from.json`` and returned; None when no finished twin exists.
     """
-    found = find_finished_training(config, work_roots, device, exclude=work)
+    found = find_finished_training(config, finished_trainings(work_roots), device, exclude=work)
     if found is None:
         return None
     source, origin = found
@@ -390,19 +388,19 @@ def dry_run(profile: Profile, measure: bool = True, device: str = "auto", log=pr
         size = json.dumps(exp.model_size) if exp.model_size else "paper size"
         log(f"{exp.dataset[-28:]:28s} {exp.arch:12s} {size[:34]:34s} {len(exp_runs):5d} {config.epochs:6d} "
             f"{steps:9d} {step_time:7.3f} {_duration(seconds):>8s}")
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir() / profile.name
-    here = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                        "cpu" if device == "auto" else device)
+    from .train import resolve_device
+
+    cache = profile_cache_dir(profile.name, cache_dir)
     reusable = 0
-    if here.type == "cuda" and not torch.cuda.is_available():  # planning a GPU sweep from a CPU machine
-        log("(no GPU here: cannot tell which runs will reuse a training trained on one)")
+    if device != "auto" and torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        log("(no GPU here: cannot tell which runs will reuse a training trained on one)")  # planning a GPU sweep
     else:
-        roots = _work_roots(cache)
+        here = resolve_device(device)
         threads = _threads_per_worker(workers) if workers > 1 else None  # what each worker will run with
+        trainings = finished_trainings(_work_roots(cache))  # read once for every run of the profile
         # A run's own folder holds its own (possibly finished) training: resuming it is not reuse.
-        trainings = finished_trainings(roots)  # read once for every run of the profile
-        reusable = sum(find_finished_training(spec.config, roots, here, exclude=cache / "work" / spec.run_id,
-                                              threads=threads, trainings=trainings) is not None for spec in runs)
+        reusable = sum(find_finished_training(spec.config, trainings, here, exclude=cache / "work" / spec.run_id,
+                                              threads=threads) is not None for spec in runs)
     if reusable:
         log(f"{reusable} of the {len(runs)} runs will reuse a finished training found in the cache ({cache}); "
             "the estimate below counts them as trained")
