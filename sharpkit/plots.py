@@ -2,6 +2,7 @@
 (matplotlib, imported lazily so the package does not need it)."""
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,7 +34,8 @@ def tau_heatmap(taus: pd.DataFrame, labels: Mapping[str, str] | None = None, tit
             row = cells.loc[(measure, evaluation)]
             ax.text(j, i, f"{row['tau']:+.2f}\n[{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]", ha="center",
                     va="center", fontsize=7, color="white" if abs(row["tau"]) > 0.6 else "black")
-    ax.set_xticks(range(len(evaluations)), [labels.get(e, e) for e in evaluations], fontsize=8)
+    # Column labels wrap so that neighbouring ones do not run into each other.
+    ax.set_xticks(range(len(evaluations)), [textwrap.fill(labels.get(e, e), 14) for e in evaluations], fontsize=8)
     ax.set_yticks(range(len(measures)), [labels.get(m, m) for m in measures], fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.figure.colorbar(image, ax=ax, label="Kendall's tau")

@@ -41,6 +41,8 @@ from .stats import (
 
 __all__ = [
     "ARCH_LABELS",
+    "DISPLAY_LABELS",
+    "ERROR_EVALUATIONS",
     "BETTER",
     "DATASET_LABELS",
     "EVALUATION_METRICS",
@@ -71,6 +73,16 @@ METRIC_TITLES: dict[str, str] = {
     "fisher_rao_norm": "Fisher Rao Norm",
     "sam_sharpness": "SAM Sharpness",
     "relative_flatness": "Relative Flatness",
+}
+# Each evaluation written as an error (see with_errors), in the column order of the Kendall-tau grids.
+ERROR_EVALUATIONS: tuple[str, ...] = ("test_error", "test_ece", "corruption_error", "prediction_disagreement")
+# What figures and tables call the metrics, the errors, the measures beyond the paper and the controls.
+DISPLAY_LABELS: dict[str, str] = {
+    **METRIC_TITLES, "test_error": "Test error", "corruption_error": "Corruption error (%)",
+    "adaptive_average_sharpness": "Adaptive avg. sharpness", "adaptive_worst_sharpness": "Adaptive worst sharpness",
+    "worst_sharpness": "Worst-case sharpness", "hessian_trace": "Hessian trace",
+    "adaptive_hessian_trace": "Adaptive Hessian trace", "hessian_top_eigenvalue": "Top Hessian eigenvalue",
+    "asymmetry_factor": "Asymmetry factor", **{name: control.label for name, control in CONTROLS.items()},
 }
 # Direction of "better" of the evaluation columns (the ones the paper prints in bold). Sharpness
 # columns have none: lower means flatter, which is the question the paper studies, not a score.

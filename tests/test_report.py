@@ -365,3 +365,13 @@ def test_asymmetry_curves_groups_the_stored_curves_by_control(tmp_path):
                       "fam": [(stored["r2"][1], stored["r2"][2])]}  # r4 was measured without it
     with pytest.raises(ValueError, match="run_id"):
         asymmetry_curves(tmp_path, "prof", pd.DataFrame({"control": ["fam"]}))
+
+
+def test_every_measure_error_and_control_has_a_display_label():
+    from sharpkit.evaluate import BEYOND_METRICS
+    from sharpkit.report import DISPLAY_LABELS, ERROR_EVALUATIONS
+
+    assert set(TABLE_METRICS) | set(BEYOND_METRICS) | set(ERROR_EVALUATIONS) | set(CONTROLS) <= set(DISPLAY_LABELS)
+    errors = with_errors(pd.DataFrame({"test_accuracy": [0.5], "corruption_accuracy": [50.0], "test_ece": [0.1],
+                                       "prediction_disagreement": [0.2]}))
+    assert set(ERROR_EVALUATIONS) <= set(errors.columns)  # the grids' evaluations all exist after with_errors
