@@ -45,7 +45,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="dataset root (default: $SHARPKIT_DATA, then ~/.cache/sharpkit/data)")
     p.add_argument("--init-dir", help="shared initial weights (default: OUT/../init)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast of the training steps (CUDA, or CPUs with AVX512-BF16/AMX); metrics stay float32")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)

@@ -90,12 +90,31 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# CPU features that change which kernels oneDNN and ATen pick, and so the floating-point result of a
+# training: two machines that differ in one of these do not reproduce each other bit for bit.
+KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "fma")
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                present = set(line.split(":", 1)[1].split())
+                return [flag for flag in KERNEL_FLAGS if flag in present]
+    except OSError:
+        pass
+    return []
+
+
 def hardware(device: torch.device | str | None = None) -> dict[str, Any]:
     device = torch.device(device) if device is not None else torch.device("cpu")
     info: dict[str, Any] = {
         "device": str(device),
         "cpu": _cpu_name(),
-        "cpu_count": torch.get_num_threads(),
+        "cpu_count": torch.get_num_threads(),  # threads this process computes with
+        "logical_cpus": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the ATen kernel set in use
+        "cpu_flags": _cpu_flags(),
         "platform": platform.platform(),
     }
     if device.type == "cuda":

@@ -153,10 +153,18 @@ class ResultStore:
     def write_run(self, spec: RunSpec, record: dict[str, Any]) -> None:
         write_json(self.result_path(spec), record)
 
-    def record_sweep(self, entry: dict[str, Any]) -> None:
+    def record_sweep(self, entry: dict[str, Any], index: int | None = None) -> int:
+        """Append ``entry`` to sweep.json's history (``index`` None) or replace entry ``index`` with it;
+        returns its index. A sweep journals itself after every finished run, so an invocation that is killed
+        still appears, with the runs and wall time it had done."""
         info = self.open()
-        info["sweeps"].append(entry)
+        if index is None:
+            info["sweeps"].append(entry)
+            index = len(info["sweeps"]) - 1
+        else:
+            info["sweeps"][index] = entry
         write_json(self.sweep_file, info)
+        return index
 
     def update_cells(self) -> list[str]:
         """Compute the cross-seed disagreement of every cell whose runs are all stored; returns the cells

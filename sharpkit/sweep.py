@@ -116,6 +116,13 @@ def _same_arithmetic(trained_on: dict[str, Any], device: torch.device, threads: 
     if torch.device(hardware.get("device", "cpu")).type != device.type:
         return False
     if device.type == "cpu":
+        from .provenance import _cpu_flags
+
+        # Other kernel-relevant CPU features (AVX-512, AMX, ...) pick other kernels; records older than the
+        # flags' provenance field cannot tell, and keep the old rule.
+        flags = hardware.get("cpu_flags")
+        if flags is not None and flags != _cpu_flags():
+            return False
         return hardware.get("cpu_count") == (threads or torch.get_num_threads())
     return hardware.get("gpu") == torch.cuda.get_device_name(device)
 
@@ -235,50 +242,67 @@ def _sweep(profile: Profile, results_root: str | Path, executor: str, workers: i
     if summary.skipped:
         log(f"skipping {len(summary.skipped)} runs already stored in {store.root}")
     args = [(_spec_to_dict(s), str(Path(results_root)), str(store.cache), profile.version, data_root) for s in pending]
+    journal_index = None
 
-    if executor == "slurm":
-        statuses = _run_slurm(args, store, device, slurm_executor)
-    elif workers == 1:
-        statuses = _run_inline(pending, args, data_root, device, progress, log)
-    else:
-        statuses = _run_pool(args, workers, device)
-    for spec, status in zip(pending, statuses):
+    def journal(status: str) -> None:
+        # The invocation's entry in sweep.json, rewritten after every finished run: a sweep killed mid-way
+        # (or a session that ends) still records what it did and how long it took.
+        nonlocal journal_index
+        summary.wall_time_s = time.perf_counter() - t0
+        entry = {"started": started_at, "finished": utc_now(), "status": status, "wall_time_s": summary.wall_time_s,
+                 "executor": executor, "workers": workers, "ran": len(summary.ran), "pending": len(pending),
+                 "skipped": len(summary.skipped), "redone": len(summary.redone), "diverged": len(summary.diverged),
+                 "provenance": provenance(device if device != "auto" else None)}
+        journal_index = store.record_sweep(entry, journal_index)
+
+    def finished(spec: RunSpec, status: str) -> None:
         summary.ran.append(spec.run_id)
         if status == "diverged":
             summary.diverged.append(spec.run_id)
+        journal("running")
+
+    if pending:
+        journal("running")
+    if executor == "slurm":
+        for spec, status in zip(pending, _run_slurm(args, store, device, slurm_executor)):
+            finished(spec, status)
+    elif workers == 1:
+        _run_inline(pending, args, data_root, device, progress, finished)
+    else:
+        _run_pool(pending, args, workers, device, finished)
+    # Cells are rebuilt even when nothing ran: a sweep that died after its last run, or a cell file deleted
+    # by hand, heals on the next invocation (an unchanged cell is rewritten byte for byte).
+    written = store.update_cells()
+    if pending:
+        journal("finished")
+    elif written:
+        log(f"rebuilt {len(written)} cell file(s) from the stored runs")
     summary.wall_time_s = time.perf_counter() - t0
-    if not pending:  # nothing ran: leave the store (and a committed results folder) untouched
-        for line in summary.lines():
-            log(line)
-        return summary
-    store.update_cells()
-    summary.wall_time_s = time.perf_counter() - t0
-    store.record_sweep({"started": started_at, "finished": utc_now(), "wall_time_s": summary.wall_time_s,
-                        "executor": executor, "workers": workers, "ran": len(summary.ran),
-                        "skipped": len(summary.skipped), "redone": len(summary.redone),
-                        "diverged": len(summary.diverged), "provenance": provenance(device if device != "auto" else None)})
     for line in summary.lines():
         log(line)
     return summary
 
 
 def _run_inline(pending: list[RunSpec], args: list[tuple], data_root: str | None, device: str, progress: bool,
-                log) -> list[str]:
+                finished) -> None:
     from tqdm import tqdm
 
     from .data import load_dataset
 
     datasets: dict[str, Any] = {}
-    statuses = []
     for spec, arg in tqdm(list(zip(pending, args)), desc="sweep", unit="run", disable=not progress):
         name = spec.config.dataset
         if name not in datasets:
             datasets[name] = load_dataset(name, root=data_root)
-        statuses.append(run_one(*arg, device=device, progress=False, datasets=datasets))
-    return statuses
+        finished(spec, run_one(*arg, device=device, progress=False, datasets=datasets))
 
 
-def _run_pool(args: list[tuple], workers: int, device: str) -> list[str]:
+def _indexed_worker(job: tuple[int, tuple]) -> tuple[int, str]:
+    index, args = job
+    return index, _worker(args)
+
+
+def _run_pool(pending: list[RunSpec], args: list[tuple], workers: int, device: str, finished) -> None:
     import multiprocessing as mp
 
     gpus = torch.cuda.device_count() if device in ("auto", "cuda") else 0
@@ -286,9 +310,11 @@ def _run_pool(args: list[tuple], workers: int, device: str) -> list[str]:
     jobs = []
     for i, arg in enumerate(args):
         dev = f"cuda:{i % gpus}" if gpus else device
-        jobs.append((*arg, dev, threads))
+        jobs.append((i, (*arg, dev, threads)))
     with mp.get_context("spawn").Pool(workers) as pool:
-        return pool.map(_worker, jobs, chunksize=1)
+        # Started in grid order, reported as each finishes (so the journal and its count are current).
+        for index, status in pool.imap_unordered(_indexed_worker, jobs, chunksize=1):
+            finished(pending[index], status)
 
 
 def _run_slurm(args: list[tuple], store: ResultStore, device: str, slurm_executor: Any) -> list[str]:
@@ -327,32 +353,88 @@ def _train_size(config: TrainConfig) -> int:
     return KNOWN_TRAIN_SIZES.get(name[0], 50_000)
 
 
-def measure_step_time(config: TrainConfig, device: str = "auto", probe_batch: int = 16) -> float:
-    """Seconds of one SGD step at ``config.batch_size``, measured on a ``probe_batch`` of random images
-    (after one warm-up step) and scaled linearly."""
+def measure_step_time(config: TrainConfig, device: str = "auto", probe_batch: int | None = None,
+                      threads: int | None = None) -> tuple[float, float]:
+    """Seconds of one SGD step at ``config.batch_size`` and of a forward pass of one image in eval mode,
+    measured on a ``probe_batch`` of random images (default: the batch size up to 128; small batches
+    underuse the CPU, so they would overstate the cost) after a warm-up step, with the config's precision
+    (bf16 autocast) and memory layout, at ``threads`` CPU threads (default: this process's), and scaled
+    linearly."""
+    import contextlib
+
     from .models import build_model, model_knobs
     from .train import _size_kwargs, resolve_device
 
     dev = resolve_device(device)
+    probe_batch = probe_batch or min(config.batch_size, 128)
     base = config.dataset.split(":")[0]
     size = KNOWN_IMAGE_SIZES.get(base, 32)
     kwargs = _size_kwargs(config, size)
     if "pretrained" in model_knobs(config.arch):
         kwargs["pretrained"] = False  # the step time does not depend on the weights
     model = build_model(config.arch, num_classes=KNOWN_CLASSES.get(base, 10), **kwargs).to(dev)
-    x = torch.randn(probe_batch, 3, size, size, device=dev)
+    layout = torch.channels_last if config.channels_last else torch.contiguous_format
+    model.to(memory_format=layout)
+    x = torch.randn(probe_batch, 3, size, size, device=dev).contiguous(memory_format=layout)
     y = torch.zeros(probe_batch, dtype=torch.long, device=dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if config.bf16 else contextlib.nullcontext()
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+
+    def timed(step) -> float:
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            times.append(time.perf_counter() - start)
+        return min(times[1:])
+
+    def train_step() -> None:
+        with autocast:
+            out = model(x)
+        torch.nn.functional.cross_entropy(out.float(), y).backward()
         opt.step()
         opt.zero_grad()
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        times.append(time.perf_counter() - start)
-    return min(times[1:]) * config.batch_size / probe_batch
+
+    @torch.no_grad()
+    def forward() -> None:
+        model(x)
+
+    try:
+        step = timed(train_step)
+        model.eval()
+        forward_time = timed(forward)
+    finally:
+        torch.set_num_threads(previous)
+    return step * config.batch_size / probe_batch, forward_time / probe_batch
+
+
+def evaluation_forward_images(config: TrainConfig, settings: EvalSettings) -> int:
+    """How many image forward passes (eval mode) the per-epoch test passes and the evaluation of one run
+    cost, counted from the metric settings: the cost model of the dry run (a backward pass counts as two
+    forwards)."""
+    from .corruptions import CORRUPTIONS, SEVERITIES
+
+    train_images = _train_size(config)
+    test_images = config.test_subset or 10_000
+    points = round(settings.train_fraction * train_images)
+    wanted = set(settings.metrics)
+    test_passes = config.epochs // config.test_every + (config.epochs % config.test_every != 0)
+    count = test_passes * test_images + test_images  # the trainer's test passes; the stored predictions
+    count += train_images * (1 + ("generalization_gap" in wanted))  # final eval-mode training accuracy
+    if "corruption_accuracy" in wanted:
+        count += len(CORRUPTIONS) * len(SEVERITIES) * min(settings.corruption_subset or test_images, test_images)
+    if "fisher_rao_norm" in wanted:
+        count += 3 * points
+    count += sum((settings.sam_samples + 1) * points for name in ("sam_sharpness", "sam_sharpness_clean")
+                 if name in wanted)
+    if "relative_flatness" in wanted:
+        count += 3 * round((settings.relative_flatness_fraction or settings.train_fraction) * train_images)
+    return count
 
 
 def _duration(seconds: float) -> str:
@@ -373,21 +455,29 @@ def dry_run(profile: Profile, measure: bool = True, device: str = "auto", log=pr
     log(f"{len(profile.experiments)} dataset x arch blocks, {len(profile.controls)} controls, "
         f"{len(profile.seeds)} seeds -> {len(cells)} cells, {len(runs)} training runs")
     total_epochs = sum(spec.config.epochs for spec in runs)
-    total_seconds = 0.0
-    header = f"{'dataset':28s} {'arch':12s} {'size':34s} {'runs':>5s} {'epochs':>6s} {'steps/run':>9s} {'s/step':>7s} {'est.':>8s}"
+    total_seconds = total_eval_seconds = 0.0
+    threads = _threads_per_worker(workers) if workers > 1 else None  # what each worker will run with
+    precision = sorted({"bf16" if spec.config.bf16 else "fp32" for spec in runs})
+    log(f"cost model: step and forward times measured here ({'/'.join(precision)}, "
+        f"{threads or torch.get_num_threads()} thread(s) per worker, {workers} worker(s)); SAM steps count twice; "
+        "evaluation counted in image forward passes from the metric settings")
+    header = (f"{'dataset':28s} {'arch':9s} {'size':22s} {'runs':>5s} {'epochs':>6s} {'steps/run':>9s} "
+              f"{'s/step':>7s} {'train':>8s} {'eval':>8s}")
     log(header)
     for exp in profile.experiments:
         exp_runs = [s for s in runs if (s.config.dataset, s.config.arch) == (exp.dataset, exp.arch)]
         config = exp_runs[0].config
         steps = math.ceil(_train_size(config) / config.batch_size) * config.epochs
         sam_runs = sum(1 for s in exp_runs if s.config.uses_sam)
-        step_time = measure_step_time(config, device) if measure else float("nan")
-        # SAM runs take two forward-backward passes per step; evaluation is not included.
+        step_time, forward_time = (measure_step_time(config, device, threads=threads) if measure
+                                   else (float("nan"), float("nan")))
         seconds = step_time * steps * (len(exp_runs) + sam_runs)
+        eval_seconds = forward_time * evaluation_forward_images(config, exp.evaluation) * len(exp_runs)
         total_seconds += 0.0 if math.isnan(seconds) else seconds
-        size = json.dumps(exp.model_size) if exp.model_size else "paper size"
-        log(f"{exp.dataset[-28:]:28s} {exp.arch:12s} {size[:34]:34s} {len(exp_runs):5d} {config.epochs:6d} "
-            f"{steps:9d} {step_time:7.3f} {_duration(seconds):>8s}")
+        total_eval_seconds += 0.0 if math.isnan(eval_seconds) else eval_seconds
+        size = json.dumps(exp.model_size, separators=(",", ":")) if exp.model_size else "paper size"
+        log(f"{exp.dataset[-28:]:28s} {exp.arch:9s} {size[:22]:22s} {len(exp_runs):5d} {config.epochs:6d} "
+            f"{steps:9d} {step_time:7.3f} {_duration(seconds):>8s} {_duration(eval_seconds):>8s}")
     from .train import resolve_device
 
     cache = profile_cache_dir(profile.name, cache_dir)
@@ -396,7 +486,6 @@ def dry_run(profile: Profile, measure: bool = True, device: str = "auto", log=pr
         log("(no GPU here: cannot tell which runs will reuse a training trained on one)")  # planning a GPU sweep
     else:
         here = resolve_device(device)
-        threads = _threads_per_worker(workers) if workers > 1 else None  # what each worker will run with
         trainings = finished_trainings(_work_roots(cache))  # read once for every run of the profile
         # A run's own folder holds its own (possibly finished) training: resuming it is not reuse.
         reusable = sum(find_finished_training(spec.config, trainings, here, exclude=cache / "work" / spec.run_id,
@@ -404,9 +493,11 @@ def dry_run(profile: Profile, measure: bool = True, device: str = "auto", log=pr
     if reusable:
         log(f"{reusable} of the {len(runs)} runs will reuse a finished training found in the cache ({cache}); "
             "the estimate below counts them as trained")
+    wall_seconds = (total_seconds + total_eval_seconds) / workers
     log(f"total: {len(runs)} training runs, {total_epochs} epochs"
-        + (f", estimated {_duration(total_seconds)} of training on {device if device != 'auto' else 'this machine'}"
-           " (measured step times; evaluation extra)" if measure else ""))
+        + (f", estimated {_duration(total_seconds)} of training and {_duration(total_eval_seconds)} of test passes "
+           f"and evaluation on {device if device != 'auto' else 'this machine'}: {_duration(wall_seconds)} of wall "
+           f"time with {workers} worker(s), before reused trainings" if measure else ""))
     log("metrics plan:")
     for exp in profile.experiments:
         ev = exp.evaluation
@@ -421,6 +512,7 @@ def dry_run(profile: Profile, measure: bool = True, device: str = "auto", log=pr
             parts.append(f"corruptions: {ev.corrupted or f'generated from {ev.corruption_subset} test images'}")
         log(f"  {exp.dataset} / {exp.arch}: " + "; ".join(parts))
     return {"cells": len(cells), "runs": len(runs), "epochs": total_epochs, "estimated_seconds": total_seconds,
+            "estimated_eval_seconds": total_eval_seconds, "estimated_wall_seconds": wall_seconds,
             "reusable": reusable}
 
 

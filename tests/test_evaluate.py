@@ -140,3 +140,19 @@ def test_cli_evaluate_and_corrupt(tiny_run, tmp_path, capsys):
     assert np.load(tmp_path / "c" / "contrast.npy").shape == (50, 32, 32, 3)
     corrupted = load_dataset(f"cifar10-c:{tmp_path / 'c'}")
     assert set(corrupted.corruptions) == {"contrast", "gaussian_noise"}
+
+
+def test_clean_sam_sharpness_is_measured_beside_the_papers_on_fixed_clean_batches(tiny_run, digits):
+    """``sam_sharpness_clean``: the same points, rho, samples and noise stream as the paper's SAM sharpness,
+    but un-augmented and with the same batches for L(theta) and every L(theta + eps). On an augmentation
+    control the paper's convention, which re-draws augmentations between the two losses, reads larger."""
+    settings = EvalSettings(metrics=("sam_sharpness", "sam_sharpness_clean"), sam_samples=3, batch_size=32)
+    values = evaluate_run(tiny_run, settings, dataset=digits, progress=False)
+    config, model, _ = load_run(tiny_run)
+    idx = subset_indices(len(digits.y_train), 96)
+    clean = DeviceLoader(digits.x_train[idx], digits.y_train[idx], 32, digits.mean, digits.std, shuffle=True, seed=0)
+    direct = M.sam_sharpness(model, clean, rho=0.005, samples=3, generator=derived_generator(config.seed, 1729),
+                             convention="clean")
+    assert values["sam_sharpness_clean"] == pytest.approx(direct.value, rel=1e-12)
+    assert values["sam_sharpness"] > 3 * values["sam_sharpness_clean"]
+    assert "sam_sharpness_clean" not in EvalSettings().metrics  # stored run ids keep their settings hash

@@ -379,3 +379,62 @@ def test_every_record_of_a_sweep_names_the_code_it_started_with(tmp_path, monkey
         os.environ[provenance.CODE_VERSION_ENV] = json.dumps({"package": "/elsewhere", "git": {"commit": "x"}})
         assert provenance.code_version()["commit"].startswith("state")
     assert provenance.CODE_VERSION_ENV not in os.environ
+
+
+def test_each_invocation_is_journalled_after_every_run_even_when_killed(tmp_path, monkeypatch):
+    """sweep.json records an invocation as soon as it starts and after every finished run, so a sweep that
+    dies (here: its third run raises) still shows the runs and the wall time it did."""
+    import sharpkit.sweep as sweep_module
+
+    calls = []
+    real = sweep_module.run_one
+
+    def dies_on_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "run_one", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(micro_profile(), tmp_path / "results", cache_dir=tmp_path / "cache", progress=False, log=lambda *_: None)
+    (entry,) = load_sweep_info(tmp_path / "results", "micro")["sweeps"]
+    assert entry["status"] == "running" and entry["ran"] == 2 and entry["pending"] == 4 and entry["wall_time_s"] > 0
+    monkeypatch.setattr(sweep_module, "run_one", real)
+    sweep(micro_profile(), tmp_path / "results", cache_dir=tmp_path / "cache", progress=False, log=lambda *_: None)
+    first, second = load_sweep_info(tmp_path / "results", "micro")["sweeps"]
+    assert first == entry and second["status"] == "finished" and second["ran"] == 2 and second["skipped"] == 2
+
+
+def test_cells_are_rebuilt_when_nothing_is_pending(reference, tmp_path):
+    import shutil
+
+    root = tmp_path / "results"
+    shutil.copytree(reference, root)
+    cells = sorted((root / "micro" / "cells").glob("*.json"))
+    kept = {p.name: p.read_bytes() for p in cells}
+    cells[0].unlink()
+    messages = []
+    summary = sweep(micro_profile(), root, cache_dir=tmp_path / "cache", progress=False, log=messages.append)
+    assert summary.ran == [] and any("rebuilt" in m for m in messages)
+    assert {p.name: p.read_bytes() for p in (root / "micro" / "cells").glob("*.json")} == kept
+    sweeps_before = load_sweep_info(reference, "micro")["sweeps"]
+    assert load_sweep_info(root, "micro")["sweeps"] == sweeps_before  # nothing ran: no new entry
+
+
+def test_dry_run_cost_model_counts_test_passes_and_evaluation_and_splits_over_workers():
+    from sharpkit.sweep import evaluation_forward_images
+
+    profile = micro_profile()
+    spec = profile.runs()[0]
+    # by hand: 2 epochs x 32 test images + the final predictions; 64 training images twice (final eval-mode
+    # accuracy, generalisation gap); 18 corruptions x 5 severities x 8 images; Fisher-Rao (forward+backward)
+    # on 64 points; SAM sharpness (2 samples + the base loss) on 64; relative flatness on 64.
+    expected = 2 * 32 + 32 + 2 * 64 + 18 * 5 * 8 + 3 * 64 + 3 * 64 + 3 * 64
+    assert evaluation_forward_images(spec.config, spec.evaluation) == expected
+    one = dry_run(profile, measure=True, log=lambda *_: None)
+    two = dry_run(profile, measure=True, workers=2, log=lambda *_: None)
+    for numbers in (one, two):
+        assert numbers["estimated_seconds"] > 0 and numbers["estimated_eval_seconds"] > 0
+    assert one["estimated_wall_seconds"] == pytest.approx(one["estimated_seconds"] + one["estimated_eval_seconds"])
+    assert two["estimated_wall_seconds"] == pytest.approx((two["estimated_seconds"] + two["estimated_eval_seconds"]) / 2)

@@ -183,3 +183,63 @@ def test_wd_sam_bug_switch_only_affects_cifar10_weight_decay_sam():
     assert make_train_config("resnet18", "cifar10", "weight_decay_sam", 0).uses_sam
     assert not make_train_config("resnet18", "cifar10", "weight_decay_sam", 0, reproduce_wd_sam_bug=True).uses_sam
     assert make_train_config("resnet18", "cifar100", "weight_decay_sam", 0, reproduce_wd_sam_bug=True).uses_sam
+
+
+def test_bf16_on_the_cpu_is_deterministic_changes_the_arithmetic_and_measures_in_float32(digits, tmp_path):
+    """bf16 autocast of the training steps on the CPU: the same config and seed give bit-identical weights,
+    the weights differ from a float32 run (the autocast is really on), and the logged test accuracy is the
+    float32 model's (metrics never run under autocast)."""
+    def weights(name, **kw):
+        train(_config("baseline_sam", epochs=2, **kw), tmp_path / name, dataset=digits, progress=False,
+              init_dir=tmp_path / "init", device="cpu")
+        return load_torch(tmp_path / name / "checkpoint.pt")["model"]
+
+    a, b, fp32 = weights("a", bf16=True), weights("b", bf16=True), weights("fp32")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], fp32[k]) for k in a if a[k].is_floating_point())
+    assert all(v.dtype != torch.bfloat16 for v in a.values())
+
+    model = build_model("resnet18", num_classes=digits.num_classes, **SIZE)
+    model.load_state_dict(a)
+    model.eval()
+    _, test_loader = build_loaders(_config("baseline_sam", bf16=True), digits, torch.device("cpu"))
+    with torch.no_grad():
+        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in test_loader)
+    log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["test_accuracy"] == correct / len(digits.y_test)
+
+
+def test_final_training_accuracy_and_loss_are_measured_in_eval_mode_over_the_whole_training_subset(digits, tmp_path):
+    config = _config("augmentation", epochs=2, train_subset=80)
+    result = train(config, tmp_path / "run", dataset=digits, progress=False)
+    model = build_model("resnet18", num_classes=digits.num_classes, **SIZE)
+    model.load_state_dict(load_torch(tmp_path / "run" / "checkpoint.pt")["model"])
+    model.eval()
+    # Independently: the same 80 images, normalised by hand, no augmentation, one batch.
+    from sharpkit.data import subset_indices
+    idx = subset_indices(len(digits.y_train), 80)
+    mean = torch.tensor(digits.mean).view(1, 3, 1, 1)
+    std = torch.tensor(digits.std).view(1, 3, 1, 1)
+    x = (digits.x_train[idx].float() / 255 - mean) / std
+    with torch.no_grad():
+        logits = model(x)
+    expected_loss = torch.nn.functional.cross_entropy(logits, digits.y_train[idx]).item()
+    expected_accuracy = (logits.argmax(1) == digits.y_train[idx]).double().mean().item()
+    assert result.metrics["train_eval_accuracy"] == pytest.approx(expected_accuracy, abs=1e-12)
+    assert result.metrics["train_eval_loss"] == pytest.approx(expected_loss, rel=1e-5)
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert record["metrics"]["train_eval_accuracy"] == result.metrics["train_eval_accuracy"]
+
+
+def test_test_every_thins_the_logs_test_pass_without_changing_the_training(digits, tmp_path):
+    every = train(_config("baseline", epochs=3), tmp_path / "every", dataset=digits, progress=False,
+                  init_dir=tmp_path / "init")
+    thin = train(_config("baseline", epochs=3, test_every=2), tmp_path / "thin", dataset=digits, progress=False,
+                 init_dir=tmp_path / "init")
+    log = [json.loads(line) for line in (tmp_path / "thin" / "log.jsonl").read_text().splitlines()]
+    assert ["test_accuracy" in e for e in log] == [False, True, True]  # epoch 2, and the last
+    assert thin.metrics == every.metrics
+    a = load_torch(tmp_path / "every" / "checkpoint.pt")["model"]
+    b = load_torch(tmp_path / "thin" / "checkpoint.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert "test_every" not in _config("baseline").to_dict()  # stored run ids keep their hash

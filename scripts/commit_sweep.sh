@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Commit the finished runs of a background sweep (scripts/background_sweep.sh) with its sweep record: only
+# results/<profile>/ is staged, so other work in progress is left alone. Every run is written atomically, so
+# whatever is on disk is complete.
+#
+# Usage: scripts/commit_sweep.sh PROFILE
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+profile=${1:?usage: scripts/commit_sweep.sh PROFILE}
+cd "$repo"
+git add -- "results/$profile"
+if git diff --cached --quiet -- "results/$profile"; then
+    echo "nothing new in results/$profile"
+    exit 0
+fi
+runs=$(find "results/$profile/runs" -name result.json | wc -l)
+git commit --quiet -m "$profile results: $runs runs stored (background sweep at $(cut -c1-12 "results/$profile/PINNED_COMMIT"))" \
+    -- "results/$profile"
+git log --oneline -1
