@@ -13,7 +13,7 @@ if git diff --cached --quiet -- "results/$profile"; then
     echo "nothing new in results/$profile"
     exit 0
 fi
-runs=$(find "results/$profile/runs" -name result.json | wc -l)
+runs=$( (find "results/$profile/runs" -name result.json 2>/dev/null || true) | wc -l)
 git commit --quiet -m "$profile results: $runs runs stored (background sweep at $(cut -c1-12 "results/$profile/PINNED_COMMIT"))" \
     -- "results/$profile"
 git log --oneline -1
