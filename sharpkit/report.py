@@ -44,6 +44,7 @@ __all__ = [
     "DISPLAY_LABELS",
     "ERROR_EVALUATIONS",
     "BETTER",
+    "FIT_METRICS",
     "DATASET_LABELS",
     "EVALUATION_METRICS",
     "METRIC_TITLES",
@@ -52,6 +53,8 @@ __all__ = [
     "TABLE_METRICS",
     "accuracy_levels",
     "claims",
+    "convergence",
+    "convergence_sentences",
     "format_cell",
     "paper_claims",
     "paper_table",
@@ -60,18 +63,24 @@ __all__ = [
     "results_table",
 ]
 
-# Columns of Tables 1-8, in the paper's order.
+# How well each run fits its training subset (eval mode, clean images): not a column of the paper, which is
+# about minima and so takes it as given; shown first so that a table says whether its runs are at a minimum.
+FIT_METRICS: tuple[str, ...] = ("train_accuracy",)
+# Columns of Tables 1-8, in the paper's order, with the fit first and, after the paper's SAM sharpness, the
+# same measure in the clean convention (fixed, un-augmented batches) where a profile measured it.
 TABLE_METRICS: tuple[str, ...] = (
-    "test_accuracy", "test_ece", "corruption_accuracy", "prediction_disagreement",
-    "fisher_rao_norm", "sam_sharpness", "relative_flatness",
+    "train_accuracy", "test_accuracy", "test_ece", "corruption_accuracy", "prediction_disagreement",
+    "fisher_rao_norm", "sam_sharpness", "sam_sharpness_clean", "relative_flatness",
 )
 METRIC_TITLES: dict[str, str] = {
+    "train_accuracy": "Train Accuracy (eval)",
     "test_accuracy": "Test Accuracy",
     "test_ece": "Test ECE",
     "corruption_accuracy": "Corruption Accuracy",
     "prediction_disagreement": "Prediction Disagreement",
     "fisher_rao_norm": "Fisher Rao Norm",
     "sam_sharpness": "SAM Sharpness",
+    "sam_sharpness_clean": "SAM Sharpness (clean)",
     "relative_flatness": "Relative Flatness",
 }
 # Each evaluation written as an error (see with_errors), in the column order of the Kendall-tau grids.
@@ -87,17 +96,19 @@ DISPLAY_LABELS: dict[str, str] = {
 # Direction of "better" of the evaluation columns (the ones the paper prints in bold). Sharpness
 # columns have none: lower means flatter, which is the question the paper studies, not a score.
 BETTER: dict[str, str | None] = {
+    "train_accuracy": None,  # not a score: 1 = at a minimum of the training subset
     "test_accuracy": "higher",
     "test_ece": "lower",
     "corruption_accuracy": "higher",
     "prediction_disagreement": "lower",
     "fisher_rao_norm": None,
     "sam_sharpness": None,
+    "sam_sharpness_clean": None,
     "relative_flatness": None,
 }
 EVALUATION_METRICS: tuple[str, ...] = tuple(m for m in TABLE_METRICS if BETTER[m] is not None)
-SHARPNESS_METRICS: tuple[str, ...] = tuple(m for m in TABLE_METRICS if BETTER[m] is None)
-_SCIENTIFIC = frozenset({"sam_sharpness"})  # printed like the paper: 4.052E-06
+SHARPNESS_METRICS: tuple[str, ...] = tuple(m for m in TABLE_METRICS if BETTER[m] is None and m not in FIT_METRICS)
+_SCIENTIFIC = frozenset({"sam_sharpness", "sam_sharpness_clean"})  # printed like the paper: 4.052E-06
 
 ARCH_LABELS: dict[str, str] = {
     "resnet18": "ResNet-18", "resnet18_tin": "ResNet-18", "vgg19": "VGG-19", "vgg19bn": "VGG-19BN",
@@ -203,6 +214,9 @@ class ResultsTable:
             lines.append("Mean ± SEM (std with ddof=0 / sqrt(n), the paper's convention) over the seeds "
                          "of status 'ok'; Runs = seeds per cell.")
         lines.append("Bold: best in the column (evaluations only; for sharpness, lower = flatter).")
+        if "train_accuracy" in self.metrics:
+            lines.append("Train Accuracy (eval): the final model in eval mode on its whole (clean) training subset; "
+                         "1.000 = at a minimum of the training data.")
         excluded = {c: k for c, k in self.n_excluded.items() if k}
         if excluded:
             listed = ", ".join(f"{_label(c)}: {k}" for c, k in excluded.items())
@@ -687,3 +701,61 @@ def asymmetry_curves(results_dir: str | Path, profile: str,
         if detail is not None:
             curves.setdefault(control, []).append((detail["curve_alphas"], detail["curve_losses"]))
     return curves
+
+
+# --------------------------------------------------------------------------------------------------
+# Convergence: are the runs at a minimum?
+# --------------------------------------------------------------------------------------------------
+MINIMUM_TARGET = 0.99  # eval-mode training accuracy of a run "at a minimum" (issue: cifar10-minima)
+
+
+def convergence(df: pd.DataFrame, target: float = MINIMUM_TARGET) -> pd.DataFrame:
+    """How well the runs of ``df`` (:func:`sharpkit.store.load_results`) fit their training subsets, per
+    (arch, dataset, control): eval-mode training accuracy over the whole clean training subset (``mean``,
+    ``min`` over seeds of status "ok"), the final training loss in eval mode where recorded (``loss``),
+    ``n`` runs, ``below`` how many are under ``target``, and ``augmented`` (augmentation controls are not
+    expected to fit: their training images were never seen un-augmented). Runs of another status are
+    counted in ``excluded``, never dropped silently.
+    """
+    _require_columns(df, ("arch", "dataset", "control", "status", "train_accuracy"), "convergence")
+    rows = []
+    for (arch, dataset, control), cell in df.groupby(["arch", "dataset", "control"], sort=False):
+        ok = cell[cell["status"] == "ok"]
+        accuracy = ok["train_accuracy"].astype(float)
+        loss = ok["train_eval_loss"].astype(float) if "train_eval_loss" in ok else pd.Series(dtype=float)
+        rows.append({"arch": arch, "dataset": dataset, "control": control,
+                     "augmented": CONTROLS[control].augmentation if control in CONTROLS else False,
+                     "mean": accuracy.mean(), "min": accuracy.min(), "loss": loss.mean() if loss.notna().any() else math.nan,
+                     "n": int(accuracy.notna().sum()), "below": int((accuracy < target).sum()),
+                     "excluded": int(len(cell) - len(ok))})
+    frame = pd.DataFrame(rows, columns=["arch", "dataset", "control", "augmented", "mean", "min", "loss", "n", "below",
+                                        "excluded"])
+    order = {c: i for i, c in enumerate(CONTROLS)}
+    return frame.sort_values(["dataset", "arch", "control"], key=lambda col: col.map(order) if col.name == "control"
+                             else col, kind="stable").reset_index(drop=True)
+
+
+def convergence_sentences(df: pd.DataFrame, target: float = MINIMUM_TARGET) -> list[str]:
+    """One sentence per (arch, dataset) of ``df``: whether its controls without augmentation sit at a
+    minimum (every run at eval-mode training accuracy >= ``target``), with the numbers, and where the
+    augmentation controls stand. Written from :func:`convergence`, for the report page."""
+    table = convergence(df, target)
+    sentences = []
+    for (arch, dataset), cell in table.groupby(["arch", "dataset"], sort=False):
+        plain, augmented = cell[~cell["augmented"]], cell[cell["augmented"]]
+        name = f"{ARCH_LABELS.get(arch, arch)} on {DATASET_LABELS.get(dataset, dataset)}"
+        missed = int(plain["below"].sum())
+        runs = int(plain["n"].sum())
+        worst = plain.loc[plain["min"].idxmin()] if len(plain) and plain["min"].notna().any() else None
+        if worst is None:
+            sentences.append(f"{name}: no finished run without augmentation.")
+            continue
+        verdict = ("at a minimum" if missed == 0 else f"not at a minimum: {missed} of {runs} runs below {target:.2f}")
+        text = (f"{name}: the {runs} runs without augmentation are {verdict} (eval-mode training accuracy "
+                f">= {float(plain['min'].min()):.3f}, lowest in {_label(worst['control'])})")
+        if len(augmented):
+            text += (f"; the augmentation controls fit their clean training images to "
+                     f"{float(augmented['mean'].min()):.3f}-{float(augmented['mean'].max()):.3f} on average")
+        excluded = int(cell["excluded"].sum())
+        sentences.append(text + (f"; {excluded} runs excluded (not ok)." if excluded else "."))
+    return sentences

@@ -61,6 +61,7 @@ ALTERNATIVES: dict[str, str] = {
     "prediction_disagreement": "less",
     "fisher_rao_norm": "greater",
     "sam_sharpness": "greater",
+    "sam_sharpness_clean": "greater",
     "relative_flatness": "greater",
     "generalization_gap": "less",
     # Measures beyond the paper (sharpkit.evaluate.BEYOND_METRICS): "greater" = sharper (more
@@ -79,6 +80,9 @@ ALTERNATIVES: dict[str, str] = {
 CORRECTION_FAMILIES: dict[str, tuple[str, ...]] = {
     "safety": ("test_ece", "corruption_accuracy", "prediction_disagreement"),
     "sharpness": ("fisher_rao_norm", "sam_sharpness", "relative_flatness"),
+    # The clean-convention SAM sharpness, where measured, is its own family: adding it to "sharpness" would
+    # change the paper's correction of the three paper measures.
+    "sharpness_clean": ("sam_sharpness_clean",),
     "beyond": ("adaptive_average_sharpness", "adaptive_worst_sharpness", "worst_sharpness", "hessian_trace",
                "adaptive_hessian_trace", "hessian_top_eigenvalue", "asymmetry_factor"),
 }

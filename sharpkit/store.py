@@ -34,9 +34,10 @@ RUN_STATUSES = ("ok", "diverged")
 RESULT_COLUMNS = (
     "run_id", "profile", "profile_version", "arch", "dataset", "control", "seed", "status", "diverged_epoch",
     "epochs", "model_size", "train_subset", "test_subset", "lr", "batch_size", "uses_sam", "train_loss",
+    "train_eval_loss", "train_eval_accuracy",
     "wall_time_s", "eval_wall_time_s", "git_commit", "torch", "device", "finished",
     "test_accuracy", "test_ece", "generalization_gap", "corruption_accuracy", "fisher_rao_norm", "sam_sharpness",
-    "relative_flatness", "train_accuracy", "prediction_disagreement",
+    "relative_flatness", "sam_sharpness_clean", "train_accuracy", "prediction_disagreement",
 )
 
 
@@ -253,6 +254,9 @@ def load_results(path: str | Path, profile: str | None = None) -> pd.DataFrame:
             "train_subset": config["train_subset"], "test_subset": config["test_subset"], "lr": config["lr"],
             "batch_size": config["batch_size"], "uses_sam": record.get("uses_sam"),
             "train_loss": record.get("metrics", {}).get("train_loss"),
+            # The final model in eval mode over its whole training subset (records since cifar10-minima).
+            "train_eval_loss": record.get("metrics", {}).get("train_eval_loss"),
+            "train_eval_accuracy": record.get("metrics", {}).get("train_eval_accuracy"),
             "wall_time_s": record.get("wall_time_s"), "eval_wall_time_s": record.get("eval_wall_time_s"),
             "git_commit": prov.get("git", {}).get("commit"), "torch": prov.get("versions", {}).get("torch"),
             "device": prov.get("hardware", {}).get("device"), "finished": record.get("finished"),

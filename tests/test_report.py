@@ -29,6 +29,11 @@ from sharpkit.report import (
 )
 
 SEEDS = 6
+# The paper's seven columns, in its order (sharpkit's tables add the fit first and the clean SAM sharpness
+# where measured; the synthetic runs below have a fit column and no clean SAM sharpness).
+PAPER_COLUMNS = ("test_accuracy", "test_ece", "corruption_accuracy", "prediction_disagreement",
+                 "fisher_rao_norm", "sam_sharpness", "relative_flatness")
+SHOWN = ("train_accuracy",) + PAPER_COLUMNS
 # Per-control means of the synthetic cell: chosen so that some of the paper's findings hold and
 # others fail (see test_claims_on_a_constructed_frame).
 MEANS = {
@@ -48,8 +53,9 @@ def make_runs(noise: float = 0.01, seed: int = 0) -> pd.DataFrame:
     for control, means in MEANS.items():
         for s in range(SEEDS):
             row = {"run_id": f"{control}-{s}", "profile": "test", "arch": "vgg19", "dataset": "digits",
-                   "control": control, "seed": s, "status": "ok", "train_accuracy": 1.0}
-            for metric, mean in zip(TABLE_METRICS, means):
+                   "control": control, "seed": s, "status": "ok",
+                   "train_accuracy": min(1.0, 0.99 + 0.005 * rng.standard_normal())}
+            for metric, mean in zip(PAPER_COLUMNS, means):
                 row[metric] = mean * (1 + noise * rng.standard_normal())
             rows.append(row)
     return pd.DataFrame(rows)
@@ -127,15 +133,16 @@ def test_results_table_equals_independent_recomputation_and_excludes_diverged_ru
     df = make_runs(noise=0.05)
     diverged = (df["control"] == "augmentation") & (df["seed"] == 2)
     df.loc[diverged, "status"] = "diverged"
-    df.loc[diverged, TABLE_METRICS] = 1e6  # would wreck every mean if it were averaged
+    df.loc[diverged, list(SHOWN)] = 1e6  # would wreck every mean if it were averaged
     df.loc[(df["control"] == "baseline") & (df["seed"] == 4), "sam_sharpness"] = np.nan
     table = results_table(df, "vgg19", "digits")
 
-    assert table.controls == PAPER_CONTROLS and table.metrics == TABLE_METRICS
+    assert table.controls == PAPER_CONTROLS and table.metrics == SHOWN
+    assert set(SHOWN) < set(TABLE_METRICS) and TABLE_METRICS[0] == "train_accuracy"
     assert table.n_excluded["augmentation"] == 1 and sum(table.n_excluded.values()) == 1
     cells = table.cells.set_index(["control", "metric"])
     for control in PAPER_CONTROLS:
-        for metric in TABLE_METRICS:
+        for metric in SHOWN:
             values = [row[metric] for _, row in df.iterrows()
                       if row["control"] == control and row["status"] == "ok" and not np.isnan(row[metric])]
             cell = cells.loc[(control, metric)]
@@ -375,3 +382,24 @@ def test_every_measure_error_and_control_has_a_display_label():
     errors = with_errors(pd.DataFrame({"test_accuracy": [0.5], "corruption_accuracy": [50.0], "test_ece": [0.1],
                                        "prediction_disagreement": [0.2]}))
     assert set(ERROR_EVALUATIONS) <= set(errors.columns)  # the grids' evaluations all exist after with_errors
+
+
+def test_convergence_counts_runs_below_the_target_and_never_drops_excluded_runs():
+    from sharpkit.report import convergence, convergence_sentences
+
+    df = make_runs()
+    df["train_accuracy"] = 1.0
+    df.loc[(df["control"] == "weight_decay_sam") & (df["seed"] == 3), "train_accuracy"] = 0.95
+    df.loc[df["control"].str.startswith("augmentation"), "train_accuracy"] = 0.7
+    df.loc[(df["control"] == "baseline") & (df["seed"] == 0), "status"] = "diverged"
+    table = convergence(df).set_index("control")
+    assert list(table.index) == list(PAPER_CONTROLS)
+    assert table.loc["weight_decay_sam", "below"] == 1 and table.loc["weight_decay_sam", "min"] == 0.95
+    assert table.loc["baseline", "n"] == SEEDS - 1 and table.loc["baseline", "excluded"] == 1
+    assert table.loc["augmentation", "augmented"] and table.loc["augmentation", "below"] == SEEDS
+    (sentence,) = convergence_sentences(df)
+    assert "not at a minimum: 1 of 23 runs below 0.99" in sentence and "Weight Decay + SAM" in sentence
+    assert "0.700-0.700" in sentence and "1 runs excluded" in sentence
+    df.loc[df["train_accuracy"] == 0.95, "train_accuracy"] = 0.999
+    (sentence,) = convergence_sentences(df)
+    assert "are at a minimum (eval-mode training accuracy >= 0.999" in sentence
