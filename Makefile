@@ -1,5 +1,7 @@
 # The two commands of the README: `make book` (set up + main job) and `make test` (set up + every test).
-# Both create .venv on a fresh clone. torch/torchvision are pinned in pyproject.toml.
+# Both create .venv on a fresh clone, with the exact versions of constraints.txt (torch==2.14.1 and
+# torchvision==0.29.1 among them; pyproject.toml itself asks only for ranges). Every pip install here goes
+# through the constraints: without them pip would take the newest torch, a CUDA build of several GB.
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,10 +14,10 @@ help:
 	@echo "make test                 set up .venv and run every test"
 	@echo "make benchmark            run the benchmarks in benchmarks/"
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,book]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,book]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
@@ -24,7 +26,7 @@ venv: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
-# Picks cifar10-mini when all of its results are stored in the repository, else digits-mini (trains offline in
+# Picks cifar10-minima, else cifar10-mini, when all of its results are stored in the repository, else digits-mini (trains offline in
 # minutes); PROFILE=... overrides. Writes the site to _build/html.
 book: $(VENV)/.installed
 	$(PY) scripts/build_book.py $(if $(PROFILE),--profile $(PROFILE),)

@@ -9,7 +9,8 @@ in ``results/<profile>`` by the sweep (same config, same run id) is read instead
 Prints, per architecture: each seed's pair, the mean paired difference with its standard error and a
 two-sided 95% t interval, and the standard deviation over seeds of the float32 accuracies (seed noise).
 
-Usage: python benchmarks/bf16_parity.py [--profile cifar10-minima] [--seeds 0 1 2] [--jobs 2]
+Usage: python benchmarks/bf16_parity.py [--profile cifar10-minima] [--seeds 0 1 2] [--jobs 2] [--work DIR]
+       (--only fp32 --work DIR first, beside a running sweep, then the comparison once it stored the bf16 runs)
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 def trained(job: tuple) -> dict:
     import torch
 
-    profile_name, arch, seed, bf16, tmp, threads = job
+    profile_name, arch, seed, bf16, work, threads = job
     if threads:
         torch.set_num_threads(threads)
     profile = get_profile(profile_name)
@@ -43,10 +44,11 @@ def trained(job: tuple) -> dict:
         record = json.loads(stored.read_text())
         source = f"results/{profile.name}/runs/{spec.run_id}"
     else:
-        out = Path(tmp) / f"{arch}-{seed}-{bf16}"
-        train(config, out, init_dir=Path(tmp) / "init", progress=False, device="cpu")
+        out = Path(work) / spec.run_id / ("bf16" if bf16 else "fp32")
+        # A finished training in the work folder is read back, not retrained (train() resumes).
+        train(config, out, init_dir=Path(work) / "init", progress=False, device="cpu")
         record = json.loads((out / "result.json").read_text())
-        source = "trained now"
+        source = str(out)
     metrics = record["metrics"]
     row = {"arch": arch, "seed": seed, "dtype": "bf16" if bf16 else "fp32", "test_accuracy": metrics["test_accuracy"],
            "train_eval_accuracy": metrics.get("train_eval_accuracy"), "source": source}
@@ -60,14 +62,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--archs", nargs="+")
     parser.add_argument("--jobs", type=int, default=2, help="trainings in parallel, one thread each")
+    parser.add_argument("--work", help="keep the trainings here (default: a temporary folder); a rerun with the "
+                                       "same folder reads them back")
+    parser.add_argument("--only", choices=["fp32", "bf16"], help="only train this precision (fill --work)")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
 
     profile = get_profile(args.profile)
     archs = [e.arch for e in profile.experiments if not args.archs or e.arch in args.archs]
+    precisions = [p == "bf16" for p in ([args.only] if args.only else ["fp32", "bf16"])]
     with tempfile.TemporaryDirectory() as tmp:
-        jobs = [(profile.name, arch, seed, bf16, tmp, 1 if args.jobs > 1 else None)
-                for arch in archs for seed in args.seeds for bf16 in (False, True)]
+        work = args.work or tmp
+        # Threads as the sweep's workers: one each (set explicitly, whatever --jobs).
+        jobs = [(profile.name, arch, seed, bf16, work, 1) for bf16 in precisions for arch in archs for seed in args.seeds]
         if args.jobs > 1:
             import multiprocessing as mp
 
@@ -75,6 +82,9 @@ def main() -> None:
                 rows = pool.map(trained, jobs, chunksize=1)
         else:
             rows = [trained(job) for job in jobs]
+    if args.only:
+        print(f"trained the {args.only} Baselines into {work}; run again without --only for the comparison")
+        return
     print(f"profile={profile.name}, Baseline, seeds {args.seeds}: test accuracy, float32 vs bf16 (paired by seed)")
     for arch in archs:
         acc = {(r["seed"], r["dtype"]): r["test_accuracy"] for r in rows if r["arch"] == arch}

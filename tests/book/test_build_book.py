@@ -89,6 +89,18 @@ def test_the_profile_is_cifar10_mini_only_when_its_results_are_stored(build_book
     assert build_book.choose_profile(None, tmp_path) == "cifar10-mini"
     (tmp_path / "cifar10-mini" / "runs" / run_ids[-1] / "result.json").unlink()
     assert build_book.choose_profile(None, tmp_path) == "digits-mini"
+    (tmp_path / "cifar10-mini" / "runs" / run_ids[-1] / "result.json").write_text("{}")
+    # The models at a minimum come first once all of their runs are stored; a partial grid is passed over.
+    (tmp_path / "cifar10-minima" / "runs").mkdir(parents=True)
+    (tmp_path / "cifar10-minima" / "sweep.json").write_text("{}")
+    minima_ids = [spec.run_id for spec in get_profile("cifar10-minima").runs()]
+    for run_id in minima_ids[:-1]:
+        (tmp_path / "cifar10-minima" / "runs" / run_id).mkdir()
+        (tmp_path / "cifar10-minima" / "runs" / run_id / "result.json").write_text("{}")
+    assert build_book.choose_profile(None, tmp_path) == "cifar10-mini"
+    (tmp_path / "cifar10-minima" / "runs" / minima_ids[-1]).mkdir()
+    (tmp_path / "cifar10-minima" / "runs" / minima_ids[-1] / "result.json").write_text("{}")
+    assert build_book.choose_profile(None, tmp_path) == "cifar10-minima"
 
 
 def test_set_title_replaces_the_first_heading_only(build_book):
