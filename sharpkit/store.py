@@ -154,6 +154,14 @@ class ResultStore:
     def write_run(self, spec: RunSpec, record: dict[str, Any]) -> None:
         write_json(self.result_path(spec), record)
 
+    def pin_threads(self, threads: int) -> None:
+        """Record the CPU threads per run of this store's results in sweep.json (once; see
+        :func:`sharpkit.sweep.resolve_threads`)."""
+        info = self.open()
+        if info.get("threads_per_run") != threads:
+            info["threads_per_run"] = threads
+            write_json(self.sweep_file, info)
+
     def record_sweep(self, entry: dict[str, Any], index: int | None = None) -> int:
         """Append ``entry`` to sweep.json's history (``index`` None) or replace entry ``index`` with it;
         returns its index. A sweep journals itself after every finished run, so an invocation that is killed

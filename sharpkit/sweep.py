@@ -187,19 +187,60 @@ def reuse_training(config: TrainConfig, work_roots: list[Path], work: Path,
     return origin
 
 
-def _threads_per_worker(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // workers)
+DEFAULT_THREADS = 1  # CPU threads per run when neither --threads nor the store says otherwise
 
 
-def _worker(args: tuple) -> str:
-    spec_data, results_root, cache_dir, version, data_root, device, threads = args
+def stored_threads(store: ResultStore) -> int | None:
+    """The CPU threads per run a store's results were computed with: pinned in its sweep.json by the first
+    sweep, else (stores older than the pin) the thread count every stored run's provenance agrees on; None
+    for a store without runs. Raises when older runs disagree (such a store already mixes arithmetics)."""
+    pinned = store.open().get("threads_per_run")
+    if pinned is not None:
+        return int(pinned)
+    counts = set()
+    for path in sorted((store.root / "runs").glob("*/result.json")):
+        try:
+            hardware = json.loads(path.read_text()).get("provenance", {}).get("hardware", {})
+        except (OSError, json.JSONDecodeError):
+            continue
+        if hardware.get("device", "cpu").startswith("cpu") and hardware.get("cpu_count"):
+            counts.add(int(hardware["cpu_count"]))
+    if len(counts) > 1:
+        raise ValueError(f"The runs in {store.root} were computed with different CPU thread counts {sorted(counts)}; "
+                         "their results differ in the last bits. Pass --threads N to choose one for new runs.")
+    return counts.pop() if counts else None
+
+
+def resolve_threads(store: ResultStore, requested: int | None) -> int:
+    """CPU threads per run for a sweep into ``store``: ``requested`` (``--threads``), else the store's
+    (:func:`stored_threads`), else :data:`DEFAULT_THREADS`. The number of workers never decides it: CPU
+    reductions split over another number of threads round differently, and one store must not mix them.
+    A ``requested`` count that differs from the store's is refused."""
+    if requested is not None:
+        check_positive("threads", requested, integer=True)
+    existing = stored_threads(store)
+    if requested is not None and existing is not None and requested != existing:
+        raise ValueError(f"{store.root} holds runs computed with {existing} CPU thread(s) per run; --threads "
+                         f"{requested} would mix two arithmetics in one store. Use --threads {existing} (or leave "
+                         "it out), or another --results folder.")
+    return requested or existing or DEFAULT_THREADS
+
+
+def run_with_threads(spec_data: dict[str, Any], results_root: str, cache_dir: str, version: int,
+                     data_root: str | None, device: str, threads: int) -> str:
+    """:func:`run_one` in a process of its own (a pool worker, a Slurm job) at ``threads`` CPU threads."""
     torch.set_num_threads(threads)
     return run_one(spec_data, results_root, cache_dir, version, data_root, device)
 
 
+def _worker(args: tuple) -> str:
+    return run_with_threads(*args)
+
+
 def sweep(profile: Profile, results_root: str | Path = "results", *, executor: str = "local", workers: int = 1,
           cache_dir: str | Path | None = None, data_root: str | None = None, device: str = "auto",
-          progress: bool = True, slurm_executor: Any = None, log=print) -> SweepSummary:
+          progress: bool = True, slurm_executor: Any = None, threads: int | None = None,
+          log=print) -> SweepSummary:
     """Run every run of ``profile`` that has no stored result, then the per-cell metrics.
 
     Args:
@@ -211,6 +252,8 @@ def sweep(profile: Profile, results_root: str | Path = "results", *, executor: s
             defaulting to ``~/.cache/sharpkit/runs``).
         slurm_executor: a configured ``submitit`` executor to use instead of ``submitit.AutoExecutor``
             (tests pass ``submitit.LocalExecutor``).
+        threads: CPU threads per run (:func:`resolve_threads`: default the store's, else 1); pinned in the
+            store's sweep.json, so that any number of workers gives the same bits.
 
     Every record names the git state at the start of the sweep (:func:`sharpkit.provenance.pinned_code_version`).
     """
@@ -218,13 +261,16 @@ def sweep(profile: Profile, results_root: str | Path = "results", *, executor: s
     check_positive("workers", workers, integer=True)
     with pinned_code_version():
         return _sweep(profile, results_root, executor, workers, cache_dir, data_root, device, progress,
-                      slurm_executor, log)
+                      slurm_executor, threads, log)
 
 
 def _sweep(profile: Profile, results_root: str | Path, executor: str, workers: int, cache_dir: str | Path | None,
-           data_root: str | None, device: str, progress: bool, slurm_executor: Any, log) -> SweepSummary:
+           data_root: str | None, device: str, progress: bool, slurm_executor: Any, threads: int | None,
+           log) -> SweepSummary:
     store = ResultStore(results_root, profile, cache_dir)
     store.open()
+    threads = resolve_threads(store, threads)
+    store.pin_threads(threads)
     started_at, t0 = utc_now(), time.perf_counter()
     specs = profile.runs()
     summary = SweepSummary(profile.name, len(specs))
@@ -264,12 +310,17 @@ def _sweep(profile: Profile, results_root: str | Path, executor: str, workers: i
     if pending:
         journal("running")
     if executor == "slurm":
-        for spec, status in zip(pending, _run_slurm(args, store, device, slurm_executor)):
+        for spec, status in zip(pending, _run_slurm(args, store, device, slurm_executor, threads)):
             finished(spec, status)
     elif workers == 1:
-        _run_inline(pending, args, data_root, device, progress, finished)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            _run_inline(pending, args, data_root, device, progress, finished)
+        finally:
+            torch.set_num_threads(previous)
     else:
-        _run_pool(pending, args, workers, device, finished)
+        _run_pool(pending, args, workers, device, finished, threads)
     # Cells are rebuilt even when nothing ran: a sweep that died after its last run, or a cell file deleted
     # by hand, heals on the next invocation (an unchanged cell is rewritten byte for byte).
     written = store.update_cells()
@@ -302,11 +353,10 @@ def _indexed_worker(job: tuple[int, tuple]) -> tuple[int, str]:
     return index, _worker(args)
 
 
-def _run_pool(pending: list[RunSpec], args: list[tuple], workers: int, device: str, finished) -> None:
+def _run_pool(pending: list[RunSpec], args: list[tuple], workers: int, device: str, finished, threads: int) -> None:
     import multiprocessing as mp
 
     gpus = torch.cuda.device_count() if device in ("auto", "cuda") else 0
-    threads = _threads_per_worker(workers)
     jobs = []
     for i, arg in enumerate(args):
         dev = f"cuda:{i % gpus}" if gpus else device
@@ -317,7 +367,7 @@ def _run_pool(pending: list[RunSpec], args: list[tuple], workers: int, device: s
             finished(pending[index], status)
 
 
-def _run_slurm(args: list[tuple], store: ResultStore, device: str, slurm_executor: Any) -> list[str]:
+def _run_slurm(args: list[tuple], store: ResultStore, device: str, slurm_executor: Any, threads: int) -> list[str]:
     try:
         import submitit
     except ImportError as error:
@@ -329,8 +379,8 @@ def _run_slurm(args: list[tuple], store: ResultStore, device: str, slurm_executo
         executor.update_parameters(timeout_min=24 * 60, gpus_per_node=1, cpus_per_task=8, slurm_array_parallelism=64)
     if not args:
         return []
-    columns = list(zip(*[(*arg, device) for arg in args]))
-    jobs = executor.map_array(run_one, *columns)
+    columns = list(zip(*[(*arg, device, threads) for arg in args]))
+    jobs = executor.map_array(run_with_threads, *columns)
     return [job.result() for job in jobs]
 
 
@@ -444,7 +494,8 @@ def _duration(seconds: float) -> str:
 
 
 def dry_run(profile: Profile, measure: bool = True, device: str = "auto", log=print,
-            cache_dir: str | Path | None = None, workers: int = 1) -> dict[str, Any]:
+            cache_dir: str | Path | None = None, workers: int = 1, results_root: str | Path = "results",
+            threads: int | None = None) -> dict[str, Any]:
     """Print the grid (cells, runs, epochs), the metrics plan, how many runs a sweep with ``workers`` local
     workers will let reuse a finished training from the cache (``cache_dir`` as for :func:`sweep`) and,
     when ``measure``, an estimated cost from a measured step time per (dataset, arch, size). Returns the
@@ -456,10 +507,13 @@ def dry_run(profile: Profile, measure: bool = True, device: str = "auto", log=pr
         f"{len(profile.seeds)} seeds -> {len(cells)} cells, {len(runs)} training runs")
     total_epochs = sum(spec.config.epochs for spec in runs)
     total_seconds = total_eval_seconds = 0.0
-    threads = _threads_per_worker(workers) if workers > 1 else None  # what each worker will run with
+    # What each run will compute with: --threads, else the stored results' count, else the default (a dry
+    # run creates no store: it only reads one that exists).
+    existing = ResultStore(results_root, profile)
+    threads = threads or ((stored_threads(existing) if existing.sweep_file.exists() else None) or DEFAULT_THREADS)
     precision = sorted({"bf16" if spec.config.bf16 else "fp32" for spec in runs})
     log(f"cost model: step and forward times measured here ({'/'.join(precision)}, "
-        f"{threads or torch.get_num_threads()} thread(s) per worker, {workers} worker(s)); SAM steps count twice; "
+        f"{threads} thread(s) per run, {workers} worker(s)); SAM steps count twice; "
         "evaluation counted in image forward passes from the metric settings")
     header = (f"{'dataset':28s} {'arch':9s} {'size':22s} {'runs':>5s} {'epochs':>6s} {'steps/run':>9s} "
               f"{'s/step':>7s} {'train':>8s} {'eval':>8s}")

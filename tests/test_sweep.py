@@ -225,19 +225,41 @@ def test_verify_detects_a_changed_metric(reference, tmp_path):
     assert not outcomes[0].passed and any("test_ece" in line for line in outcomes[0].lines)
 
 
-def test_two_local_workers_give_the_same_results(reference, tmp_path):
-    """Each of the two workers gets one of the two cores, so CPU reductions run with a different thread
-    count than the single-process reference: equal up to float rounding, not bit for bit."""
+def test_two_local_workers_give_bit_identical_results_to_one(reference, tmp_path):
+    """The threads per run do not depend on --workers (default 1, pinned in the store), so two worker
+    processes store exactly what one process stored, cells included."""
     summary = sweep(micro_profile(), tmp_path / "results", workers=2, cache_dir=tmp_path / "cache", progress=False,
                     log=lambda *_: None)
     assert len(summary.ran) == 4
-    ours, theirs = _records(tmp_path / "results"), _records(reference)
-    assert ours.keys() == theirs.keys()
-    for run_id in ours:
-        a, b = ours[run_id]["evaluation"]["metrics"], theirs[run_id]["evaluation"]["metrics"]
-        assert a.keys() == b.keys()
-        for name in a:
-            assert a[name] == pytest.approx(b[name], rel=2e-2 if name == "sam_sharpness" else 1e-4, abs=1e-6), name
+    assert _records(tmp_path / "results") == _records(reference)
+    cells = lambda root: {p.name: p.read_bytes() for p in sorted(Path(root).glob("micro/cells/*.json"))}
+    assert cells(tmp_path / "results") == cells(reference)
+    assert load_sweep_info(tmp_path / "results", "micro")["threads_per_run"] == 1
+
+
+def test_a_store_keeps_its_thread_count(reference, tmp_path):
+    import shutil
+
+    from sharpkit.store import ResultStore
+    from sharpkit.sweep import resolve_threads
+
+    root = tmp_path / "results"
+    shutil.copytree(reference, root)
+    store = ResultStore(root, micro_profile())
+    assert resolve_threads(store, None) == 1 and resolve_threads(store, 1) == 1
+    with pytest.raises(ValueError, match="--threads 1"):
+        sweep(micro_profile(), root, threads=2, cache_dir=tmp_path / "cache", progress=False, log=lambda *_: None)
+    # A store older than the pin: the thread count its runs' provenance agrees on.
+    info = json.loads((root / "micro" / "sweep.json").read_text())
+    del info["threads_per_run"]
+    (root / "micro" / "sweep.json").write_text(json.dumps(info))
+    assert resolve_threads(store, None) == 1
+    record_path = next((root / "micro" / "runs").glob("*/result.json"))
+    record = json.loads(record_path.read_text())
+    record["provenance"]["hardware"]["cpu_count"] = 2
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="different CPU thread counts"):
+        resolve_threads(store, None)
 
 
 @pytest.mark.parametrize("profile_dir", sorted(p.parent for p in (REPO / "results").glob("*/sweep.json")),
@@ -279,11 +301,8 @@ def test_a_profile_that_only_measures_more_reuses_the_training_and_matches_a_fre
     # a profile's own finished runs are not "reuse" (they are resumed, or skipped when stored)
     assert dry_run(base, measure=False, cache_dir=shared_cache, log=planned.append)["reusable"] == 0
     # workers with another thread count than the trainings' would train again
-    import sharpkit.sweep
-
-    monkeypatch.setattr(sharpkit.sweep, "_threads_per_worker", lambda workers: torch.get_num_threads() + 1)
-    assert dry_run(measured_more, measure=False, cache_dir=shared_cache, workers=2, log=planned.append)["reusable"] == 0
-    monkeypatch.undo()
+    assert dry_run(measured_more, measure=False, cache_dir=shared_cache, workers=2, threads=torch.get_num_threads() + 1,
+                   results_root=tmp_path / "none", log=planned.append)["reusable"] == 0
     # planning a GPU sweep on a machine without one: no count, no error
     if not torch.cuda.is_available():
         assert dry_run(measured_more, measure=False, device="cuda", cache_dir=shared_cache,
@@ -319,20 +338,22 @@ def test_reuse_needs_the_same_config_and_arithmetic_and_survives_a_crash_after_t
     other = micro_profile(lr=0.1).runs()[0]
     assert reuse_training(other.config, roots, tmp_path / "other", cpu) is None
     assert not (tmp_path / "other").exists()
-    # the same config trained with another thread count rounds differently: not reused either
     previous = torch.get_num_threads()
-    torch.set_num_threads(previous + 1)
     try:
+        # the same config trained with another thread count rounds differently: not reused either (the
+        # reference sweep ran its runs at the default 1 thread)
+        torch.set_num_threads(2)
         assert reuse_training(spec.config, roots, tmp_path / "threads", cpu) is None
+        torch.set_num_threads(1)
+        # a crash after the copy and before the record: the rerun still says where the training came from
+        cache = tmp_path / "cache"
+        work = cache / "work" / spec.run_id
+        origin = reuse_training(spec.config, roots, work, cpu)
+        assert origin is not None and (work / "checkpoint.pt").exists() and (work / REUSED_FROM).exists()
+        data = {"profile": "micro", "config": spec.config.to_dict(), "evaluation": spec.evaluation.to_dict()}
+        assert run_one(data, str(tmp_path / "results"), str(cache), 1, device="cpu") == "ok"
     finally:
         torch.set_num_threads(previous)
-    # a crash after the copy and before the record: the rerun still says where the training came from
-    cache = tmp_path / "cache"
-    work = cache / "work" / spec.run_id
-    origin = reuse_training(spec.config, roots, work, cpu)
-    assert origin is not None and (work / "checkpoint.pt").exists() and (work / REUSED_FROM).exists()
-    data = {"profile": "micro", "config": spec.config.to_dict(), "evaluation": spec.evaluation.to_dict()}
-    assert run_one(data, str(tmp_path / "results"), str(cache), 1, device="cpu") == "ok"
     record = json.loads((tmp_path / "results" / "micro" / "runs" / spec.run_id / "result.json").read_text())
     stored = json.loads((reference / "micro" / "runs" / spec.run_id / "result.json").read_text())
     assert record["training_reused_from"]["provenance"] == stored["provenance"]
