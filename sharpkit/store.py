@@ -25,6 +25,7 @@ import pandas as pd
 from .config import TrainConfig
 from .evaluate import EvalSettings, decode_predictions
 from .io import write_json
+from .locks import folder_lock
 from .metrics import prediction_disagreement
 from .profiles import Profile, RunSpec
 
@@ -157,22 +158,25 @@ class ResultStore:
     def pin_threads(self, threads: int) -> None:
         """Record the CPU threads per run of this store's results in sweep.json (once; see
         :func:`sharpkit.sweep.resolve_threads`)."""
-        info = self.open()
-        if info.get("threads_per_run") != threads:
-            info["threads_per_run"] = threads
-            write_json(self.sweep_file, info)
+        with folder_lock(self.root, "an update of sweep.json", wait_s=60):
+            info = self.open()
+            if info.get("threads_per_run") != threads:
+                info["threads_per_run"] = threads
+                write_json(self.sweep_file, info)
 
     def record_sweep(self, entry: dict[str, Any], index: int | None = None) -> int:
         """Append ``entry`` to sweep.json's history (``index`` None) or replace entry ``index`` with it;
         returns its index. A sweep journals itself after every finished run, so an invocation that is killed
         still appears, with the runs and wall time it had done."""
-        info = self.open()
-        if index is None:
-            info["sweeps"].append(entry)
-            index = len(info["sweeps"]) - 1
-        else:
-            info["sweeps"][index] = entry
-        write_json(self.sweep_file, info)
+        # Read-modify-write under the store's lock: two sweeps on one store must not lose each other's entries.
+        with folder_lock(self.root, "an update of sweep.json", wait_s=60):
+            info = self.open()
+            if index is None:
+                info["sweeps"].append(entry)
+                index = len(info["sweeps"]) - 1
+            else:
+                info["sweeps"][index] = entry
+            write_json(self.sweep_file, info)
         return index
 
     def update_cells(self) -> list[str]:

@@ -8,6 +8,7 @@ Executors:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -23,6 +24,7 @@ from ._validation import check_choice, check_positive
 from .config import TrainConfig
 from .evaluate import EvalSettings, evaluate_run
 from .io import write_json
+from .locks import BusyError, folder_lock
 from .profiles import Profile, RunSpec
 from .provenance import package_versions, pinned_code_version, provenance, utc_now
 from .store import STORE_SCHEMA_VERSION, ResultStore, default_cache_dir, profile_cache_dir
@@ -36,6 +38,7 @@ class SweepSummary:
     total: int
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already stored
+    busy: list[str] = field(default_factory=list)  # being run by another sweep on the same store: left to it
     redone: list[str] = field(default_factory=list)  # unreadable results set aside and redone
     diverged: list[str] = field(default_factory=list)
     wall_time_s: float = 0.0
@@ -43,7 +46,8 @@ class SweepSummary:
     def lines(self) -> list[str]:
         return [f"profile {self.profile}: {self.total} runs; ran {len(self.ran)}, skipped {len(self.skipped)} already "
                 f"stored, redid {len(self.redone)} damaged, {len(self.diverged)} diverged (kept, flagged, excluded "
-                f"from means); {self.wall_time_s:.0f} s"]
+                f"from means); {self.wall_time_s:.0f} s"
+                + (f"; {len(self.busy)} left to another sweep running them on this store" if self.busy else "")]
 
 
 def _spec_to_dict(spec: RunSpec) -> dict[str, Any]:
@@ -58,14 +62,30 @@ def run_one(spec_data: dict[str, Any], results_root: str, cache_dir: str, profil
             data_root: str | None = None, device: str = "auto", progress: bool = False,
             datasets: dict[str, Any] | None = None) -> str:
     """Train and evaluate one run, then store its record; returns its status. Safe to call again after a
-    crash at any point (training resumes from its checkpoint; the record is written last, atomically)."""
-    from .train import resolve_device, train
+    crash at any point (training resumes from its checkpoint; the record is written last, atomically).
 
+    Returns ``"ok"`` or ``"diverged"``; ``"skipped"`` when the run is stored already, ``"busy"`` when another
+    process holds the run's lock in the store (another sweep on the same results, whatever its cache): it is
+    left to that one, never done twice at once."""
     spec = _spec_from_dict(spec_data)
     result_path = Path(results_root) / spec.profile / "runs" / spec.run_id / "result.json"
     if result_path.exists():
         return "skipped"
     work = Path(cache_dir) / "work" / spec.run_id
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(folder_lock(result_path.parent, f"run {spec.run_id} of profile {spec.profile}"))
+        except BusyError:
+            return "busy"  # another sweep on this store (or cache) is doing it
+        if result_path.exists():  # finished by that other sweep while this one waited in line
+            return "skipped"
+        return _run_locked(spec, result_path, work, cache_dir, profile_version, data_root, device, progress, datasets)
+
+
+def _run_locked(spec: RunSpec, result_path: Path, work: Path, cache_dir: str, profile_version: int,
+                data_root: str | None, device: str, progress: bool, datasets: dict[str, Any] | None) -> str:
+    from .train import resolve_device, train
+
     dataset = (datasets or {}).get(spec.config.dataset)
     started = time.perf_counter()
     if not (work / "checkpoint.pt").exists():
@@ -298,10 +318,18 @@ def _sweep(profile: Profile, results_root: str | Path, executor: str, workers: i
         entry = {"started": started_at, "finished": utc_now(), "status": status, "wall_time_s": summary.wall_time_s,
                  "executor": executor, "workers": workers, "ran": len(summary.ran), "pending": len(pending),
                  "skipped": len(summary.skipped), "redone": len(summary.redone), "diverged": len(summary.diverged),
+                 "busy": len(summary.busy),
                  "provenance": provenance(device if device != "auto" else None)}
         journal_index = store.record_sweep(entry, journal_index)
 
     def finished(spec: RunSpec, status: str) -> None:
+        if status == "busy":
+            summary.busy.append(spec.run_id)
+            log(f"run {spec.run_id} is being run by another sweep on this store: left to it")
+            return
+        if status == "skipped":  # stored by another sweep meanwhile
+            summary.skipped.append(spec.run_id)
+            return
         summary.ran.append(spec.run_id)
         if status == "diverged":
             summary.diverged.append(spec.run_id)

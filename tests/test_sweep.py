@@ -459,3 +459,33 @@ def test_dry_run_cost_model_counts_test_passes_and_evaluation_and_splits_over_wo
         assert numbers["estimated_seconds"] > 0 and numbers["estimated_eval_seconds"] > 0
     assert one["estimated_wall_seconds"] == pytest.approx(one["estimated_seconds"] + one["estimated_eval_seconds"])
     assert two["estimated_wall_seconds"] == pytest.approx((two["estimated_seconds"] + two["estimated_eval_seconds"]) / 2)
+
+
+def test_two_concurrent_sweeps_on_one_store_do_every_run_once(reference, tmp_path):
+    """Two sweeps started together on one results folder, each with its own cache: every run is trained by
+    exactly one of them (the other finds it locked and leaves it), sweep.json keeps both invocations, and
+    the store equals the one of a single sweep."""
+    script = tmp_path / "run_sweep.py"
+    script.write_text(MICRO_SOURCE + textwrap.dedent("""
+        import json, sys
+        from sharpkit.sweep import sweep
+        summary = sweep(micro_profile(), sys.argv[1], cache_dir=sys.argv[2], progress=False, log=lambda *_: None)
+        print(json.dumps({"ran": summary.ran, "busy": summary.busy, "skipped": summary.skipped}))
+    """))
+    results = tmp_path / "results"
+    procs = [subprocess.Popen([sys.executable, str(script), str(results), str(tmp_path / f"cache-{i}")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outcomes = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+        outcomes.append(json.loads(out.strip().splitlines()[-1]))
+    ran = [run for o in outcomes for run in o["ran"]]
+    assert sorted(ran) == sorted(set(ran)) and len(ran) == 4  # each run trained once, by one of the two
+    assert any(o["busy"] or o["skipped"] for o in outcomes)
+    # Whatever was busy for one sweep was finished by the other: run the store once more, nothing to do.
+    again = sweep(micro_profile(), results, cache_dir=tmp_path / "cache-2", progress=False, log=lambda *_: None)
+    assert again.ran == [] and len(again.skipped) == 4
+    assert _records(results) == _records(reference)
+    entries = load_sweep_info(results, "micro")["sweeps"]
+    assert len(entries) == 2 and sum(e["ran"] for e in entries) == 4
