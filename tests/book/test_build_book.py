@@ -130,3 +130,15 @@ def test_committed_executed_notebooks_are_up_to_date(build_book, page):
     assert executed.metadata["papermill"]["parameters"] == json.loads(json.dumps(spec.parameters)), stale
     errors = [o for c in executed.cells for o in c.get("outputs", []) if o["output_type"] == "error"]
     assert not errors, stale
+
+
+@pytest.mark.parametrize("page", [f"table-{n}" for n in range(1, 9)])
+def test_every_table_page_with_runs_shows_the_training_accuracy_column(page):
+    """Whether a table's models sit at a minimum is on the page itself: every table page that shows our
+    runs has the eval-mode training accuracy column (in the executed notebooks of the smoke profile)."""
+    notebook = nbformat.read(EXECUTED / f"{page}.ipynb", as_version=4)
+    outputs = "".join(str(o.get("data", {}).get("text/html", "")) + str(o.get("text", ""))
+                      for c in notebook.cells for o in c.get("outputs", []))
+    if "No stored runs of" in outputs:
+        return
+    assert "<th>Train Accuracy (eval)</th>" in outputs, page
