@@ -137,7 +137,8 @@ def test_every_table_page_with_runs_shows_the_training_accuracy_column(page):
     """Whether a table's models sit at a minimum is on the page itself: every table page that shows our
     runs has the eval-mode training accuracy column (in the executed notebooks of the smoke profile)."""
     notebook = nbformat.read(EXECUTED / f"{page}.ipynb", as_version=4)
-    outputs = "".join(str(o.get("data", {}).get("text/html", "")) + str(o.get("text", ""))
+    outputs = "".join(str(o.get("data", {}).get("text/html", "")) + str(o.get("data", {}).get("text/markdown", ""))
+                      + str(o.get("text", ""))
                       for c in notebook.cells for o in c.get("outputs", []))
     if "No stored runs of" in outputs:
         return
