@@ -1,0 +1,52 @@
+"""sharpkit.locks: a held lock refuses a second holder with a message naming the first; a lock whose holder
+died is free at once; waiting for a brief holder works."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from sharpkit.locks import BusyError, folder_lock
+
+
+def _holder(folder, seconds=60):
+    """A process that takes the lock of ``folder`` and sleeps; returns once it holds it."""
+    ready = folder / "held"
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time, pathlib
+        from sharpkit.locks import folder_lock
+        with folder_lock({str(folder)!r}):
+            pathlib.Path({str(ready)!r}).write_text("1")
+            time.sleep({seconds})
+    """)])
+    deadline = time.time() + 60
+    while not ready.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert ready.exists(), "the holder never took the lock"
+    return proc
+
+
+def test_a_live_holder_refuses_a_second_and_a_dead_one_frees_the_lock(tmp_path):
+    proc = _holder(tmp_path)
+    try:
+        with pytest.raises(BusyError, match=f"process {proc.pid}"):
+            with folder_lock(tmp_path, "the test's work"):
+                pass
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    with folder_lock(tmp_path):  # the kernel released the dead holder's lock: no stale lock to clean
+        pass
+
+
+def test_waiting_for_a_brief_holder_and_independent_names(tmp_path):
+    proc = _holder(tmp_path, seconds=1)
+    with folder_lock(tmp_path, name=".other.lock"):  # another name is another lock
+        pass
+    start = time.time()
+    with folder_lock(tmp_path, wait_s=60):
+        assert time.time() - start < 30
+    proc.wait()
