@@ -7,7 +7,8 @@ accuracies are compared as paired differences against the seed-to-seed spread. A
 in ``results/<profile>`` by the sweep (same config, same run id) is read instead of retrained.
 
 Prints, per architecture: each seed's pair, the mean paired difference with its standard error and a
-two-sided 95% t interval, and the standard deviation over seeds of the float32 accuracies (seed noise).
+two-sided 95% t interval (whether it holds 0), and that difference in units of the standard deviation over
+seeds of the float32 accuracies (seed noise).
 
 Usage: python benchmarks/bf16_parity.py [--profile cifar10-minima] [--seeds 0 1 2] [--jobs 2] [--work DIR]
        (--only fp32 --work DIR first, beside a running sweep, then the comparison once it stored the bf16 runs)
@@ -96,8 +97,10 @@ def main() -> None:
         pairs = ", ".join(f"seed {s}: {acc[s, 'fp32']:.4f} / {acc[s, 'bf16']:.4f}" for s in args.seeds)
         noise = statistics.stdev(fp32) if len(fp32) > 1 else float("nan")
         print(f"{arch:9s} {pairs}")
-        print(f"{'':9s} bf16 - fp32 = {mean:+.4f} +- {sem:.4f} (SEM), 95% CI [{mean - half:+.4f}, {mean + half:+.4f}]; "
-              f"seed std of fp32 {noise:.4f}; {'within' if abs(mean) <= noise else 'OUTSIDE'} seed noise")
+        verdict = ("no detectable difference (the interval holds 0)" if mean - half <= 0 <= mean + half
+                   else "a difference (the interval excludes 0)")
+        print(f"{'':9s} bf16 - fp32 = {mean:+.4f} +- {sem:.4f} (SEM), 95% CI [{mean - half:+.4f}, {mean + half:+.4f}]: "
+              f"{verdict}; |mean difference| = {abs(mean) / noise:.1f} x the seed std of fp32 ({noise:.4f})")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
 
