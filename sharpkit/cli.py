@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any
 
@@ -22,6 +23,17 @@ def _parse_size(items: list[str]) -> dict[str, Any]:
     return size
 
 
+def _positive_float(text: str) -> float:
+    """argparse type of a rate: a finite number above 0 (``float`` alone takes "inf" and "nan")."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number larger than 0 (e.g. 0.01), but got {text!r}")
+    return value
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one (arch, dataset, control, seed) run",
                        description="Train one run of the paper's protocol; resumes if --out holds a checkpoint.")
@@ -33,7 +45,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run directory (checkpoint, log.jsonl, result.json)")
     p.add_argument("--epochs", type=int, help="epochs (default: the dataset recipe's, 100)")
     p.add_argument("--batch-size", type=int, help="batch size (default 256)")
-    p.add_argument("--lr", type=float, help="learning rate (default: the dataset recipe's)")
+    p.add_argument("--lr", type=_positive_float, help="learning rate (default: the dataset recipe's)")
     p.add_argument("--train-subset", type=int, help="train on a fixed random subset of N images")
     p.add_argument("--test-subset", type=int, help="evaluate on a fixed random subset of N test images")
     p.add_argument("--width", type=int, help="model width knob (resnet18/vgg19 base channels, vit dim)")
@@ -157,6 +169,8 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", default="results", help="results root (default: ./results)")
     p.add_argument("--executor", choices=["local", "slurm"], default="local")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (one per GPU on GPU machines)")
+    p.add_argument("--threads", type=int, help="CPU threads per run (default: what the store's runs used, else 1); "
+                   "the bits of a CPU result depend on it, so a store keeps one count whatever --workers is")
     p.add_argument("--cache", help="checkpoints and partial runs (default: $SHARPKIT_CACHE/<profile>, "
                    "$SHARPKIT_CACHE defaulting to ~/.cache/sharpkit/runs); finished trainings found there, or "
                    "in the other profiles' default caches, are reused instead of trained again")
@@ -184,7 +198,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     profile = get_profile(args.profile)
     if args.dry_run:
         dry_run(profile, measure=not args.no_timing, device=args.device, cache_dir=args.cache,
-                workers=args.workers)
+                workers=args.workers, results_root=args.results, threads=args.threads)
         return 0
     if args.verify is not None:
         from .sweep import verify
@@ -194,7 +208,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print(f"verify: {len(outcomes) - failed} passed, {failed} failed")
         return 1 if failed else 0
     sweep(profile, args.results, executor=args.executor, workers=args.workers, cache_dir=args.cache,
-          data_root=args.data_root, device=args.device, progress=not args.no_progress)
+          data_root=args.data_root, device=args.device, progress=not args.no_progress, threads=args.threads)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,44 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
     _atomic(Path(path), lambda handle: torch.save(obj, handle))
 
 
-def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """Load a sharpkit checkpoint with ``weights_only=True`` (no arbitrary code from pickles)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+class DamagedFileError(ValueError):
+    """A file that cannot be read back: cut short (a crash, a full disk, an interrupted copy), overwritten,
+    or not written by sharpkit. ``reason`` says what was found; the message adds the fix."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, fix: str) -> None:
+        super().__init__(f"{path} cannot be read: {reason}. {fix}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+# What torch.load raises for bytes it cannot parse, by where they stop making sense: EOFError (an empty file),
+# RuntimeError (no zip directory: cut short), OSError EINVAL (a record cut short), IndexError/KeyError (random
+# bytes read as a legacy pickle), UnpicklingError (weights_only refusing what is not tensors and numbers).
+_UNREADABLE = (EOFError, RuntimeError, OSError, IndexError, KeyError, pickle.UnpicklingError)
+
+
+def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+               fix: str = "Delete it and train again (sharpkit train or sweep): that writes it anew.") -> Any:
+    """Load a file written by :func:`save_torch` with ``weights_only=True`` (no arbitrary code from pickles).
+
+    Raises:
+        DamagedFileError: the file is there but unreadable; its message names the file, what torch found and
+            ``fix`` (what the caller's user should do).
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (FileNotFoundError, PermissionError, IsADirectoryError, torch.OutOfMemoryError):
+        raise  # about the file's place or this machine, not its bytes: torch's own message says it
+    except _UNREADABLE as error:
+        # torch's own text of a weights_only refusal advises weights_only=False, which would run the pickle's
+        # code: only its first sentence is quoted.
+        reason = (f"torch.load found {_first_sentence(error)}; the file was cut short (a crash, a full disk, an "
+                  "interrupted copy) or is not a file sharpkit wrote")
+        raise DamagedFileError(path, reason, fix) from error
+
+
+def _first_sentence(error: BaseException) -> str:
+    """``Type: first sentence of the message`` (``Type`` alone for an empty message)."""
+    text = str(error).strip()
+    sentence = text.splitlines()[0].split(". ")[0] if text else ""
+    return f"{type(error).__name__}: {sentence}" if sentence else type(error).__name__

@@ -8,6 +8,11 @@ Files written to the run directory ``out``:
 - ``result.json``: status (``ok`` / ``diverged``), final metrics, the full config, the hash of the initial
   weights and provenance (git commit, versions, hardware, wall time).
 
+A run is ``diverged`` (in the epoch where it happened, with no metrics) when a training loss of any step,
+a weight or buffer at the end of an epoch, a test loss or the final eval-mode training loss is not finite.
+A damaged checkpoint is kept aside (``checkpoint.pt.corrupt-<time>``) and the run trained again; a damaged
+``log.jsonl`` is rewritten from the checkpoint, which holds the same log.
+
 Initial weights are made once per (dataset, arch, size, seed) in ``init_dir`` and loaded by every
 control, so all six controls of a seed start from the same point. The data order depends only on the
 seed and the epoch (:class:`~sharpkit.data.loader.DeviceLoader`), so they also see the same batches.
@@ -18,7 +23,9 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +38,7 @@ from . import __version__
 from .config import TrainConfig
 from .data.loader import derived_generator
 from .data import DeviceLoader, ImageDataset, load_dataset, subset_indices
-from .io import load_torch, save_torch, write_json, write_text
+from .io import DamagedFileError, load_torch, save_torch, write_json, write_text
 from .models import build_model
 from .optim import ASAM, SAM, AverageSAM, fam_penalty, kwon_param_groups
 from .provenance import provenance, utc_now
@@ -50,13 +57,24 @@ class TrainResult:
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"``: CUDA when available, else CPU."""
+    """``"auto"``: CUDA when available, else CPU. Anything else must name a device this machine has."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:  # torch's message lists two dozen backends, most of which no build here has
+        raise ValueError(f"Expected a device such as auto, cpu, cuda or cuda:1, but got {str(device)!r}. "
+                         "Use --device auto to take the GPU when there is one.") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("Expected a usable device, but CUDA was asked for and torch sees no GPU. "
                          "Use --device cpu (or auto).")
+    # torch.accelerator (torch >= 2.6) knows the other backends (mps, xpu, ...); older torch: CPU and CUDA only.
+    accelerator = getattr(torch, "accelerator", None)
+    usable = device.type in ("cpu", "cuda") or (accelerator is not None and accelerator.is_available()
+                                                and accelerator.current_accelerator().type == device.type)
+    if not usable:
+        raise ValueError(f"Expected a usable device, but {device.type!r} was asked for and torch has no such "
+                         "device here. Use --device cpu (or auto).")
     return device
 
 
@@ -77,7 +95,9 @@ def initial_state(config: TrainConfig, num_classes: int, image_size: int,
     if init_dir is not None:
         path = Path(init_dir) / f"{config.arch}-{config.init_key(image_size, num_classes)}.pt"
         if path.exists():
-            return load_torch(path)
+            # An error rather than re-made in silence: made by another torch or machine, new weights could
+            # differ from those the other controls of this seed started from (each records their hash).
+            return load_torch(path, fix="Delete it and run again: the initial weights are re-made from the seed.")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = build_model(config.arch, num_classes=num_classes, **_size_kwargs(config, image_size))
@@ -101,6 +121,9 @@ def _make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.
     kwargs = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     if not config.uses_sam:
         return torch.optim.SGD(model.parameters(), **kwargs)
+    # The trainer keeps the arithmetic every stored SAM run was trained with (undo the perturbation by
+    # subtraction), so that stored results stay reproducible bit for bit; the library default is exact.
+    kwargs["restore"] = "subtract"
     if config.sam_variant == "asam":
         return ASAM(kwon_param_groups(model), torch.optim.SGD, rho=config.sam_rho, **kwargs)
     if config.sam_variant == "average_sam":
@@ -208,8 +231,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, data_root: str | None = N
 
     ckpt_path = out / "checkpoint.pt"
     start_epoch, log, wall_before = 0, [], 0.0
-    if ckpt_path.exists():
-        ckpt = load_torch(ckpt_path, map_location=device)
+    ckpt = _load_checkpoint(ckpt_path, device)
+    if ckpt is not None:
         if json.loads(ckpt["config"]) != config.to_dict():
             raise ValueError(
                 f"{ckpt_path} belongs to a different config; refusing to mix two runs. Use another --out "
@@ -223,6 +246,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, data_root: str | None = N
         if device.type == "cuda" and "rng_cuda" in ckpt:
             torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
         start_epoch, log, wall_before = int(ckpt["epoch"]), json.loads(ckpt["log"]), float(ckpt["wall_time_s"])
+        _restore_log(out, log)
         started = ckpt["started"] or None
         if ckpt["status"] != "running":  # already finished: report it, rewrite result.json only if lost
             metrics = json.loads(ckpt["result_metrics"])
@@ -259,24 +283,29 @@ def train(config: TrainConfig, out_dir: str | Path, *, data_root: str | None = N
                 optimizer.zero_grad(set_to_none=True)
             if scheduler is not None and config.scheduler_step == "batch":
                 scheduler.step()
-            # Accumulate on the device; one synchronisation per epoch instead of per batch.
-            finite &= torch.isfinite(loss.detach())
+            # Accumulate on the device; one synchronisation per epoch instead of per batch. The objective
+            # (cross-entropy, plus FAM's penalty) is non-finite whenever the cross-entropy is.
+            finite &= torch.isfinite(objective.detach())
             loss_sum += loss.detach() * y.numel()
             correct += (logits.detach().argmax(1) == y).sum()
             seen += y.numel()
         if scheduler is not None and config.scheduler_step == "epoch":
             scheduler.step()
-        finished = bool(finite)  # synchronises with the device, so the time below is real
+        # Each loss is that of the weights before their step, so a finite last loss can hide the non-finite
+        # weights its step left (and SAM's second loss is not kept): the weights are read as well.
+        finished = bool(finite & _all_finite(model))  # synchronises with the device, so the time below is real
         train_seconds = time.perf_counter() - epoch_start
-        if not finished:
-            status, diverged_epoch = "diverged", epoch + 1
-            log.append({"epoch": epoch + 1, "train_loss": float("nan"), "diverged": True})
-            break
         entry = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen}
-        if (epoch + 1) % config.test_every == 0 or epoch + 1 == config.epochs:
+        finished = finished and math.isfinite(entry["train_loss"])  # finite losses whose sum overflowed
+        if finished and ((epoch + 1) % config.test_every == 0 or epoch + 1 == config.epochs):
             # Measured in float32 whatever the training precision: bf16 only speeds the optimisation steps.
             test = evaluate(model, test_loader)
             entry.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
+            finished = math.isfinite(test["loss"])  # finite but huge weights can still overflow the logits
+        if not finished:
+            status, diverged_epoch = "diverged", epoch + 1
+            log.append(_diverged_entry(epoch + 1))
+            break
         entry.update({
             "lr": optimizer.param_groups[0]["lr"],
             "train_seconds": train_seconds,  # the optimisation steps alone
@@ -290,16 +319,13 @@ def train(config: TrainConfig, out_dir: str | Path, *, data_root: str | None = N
                              wall_before + time.perf_counter() - t_start, device, started)
     bar.close()
 
-    if status == "diverged":
-        metrics: dict[str, float] = {}
-    else:
-        status = "ok"
-        last = log[-1]
-        metrics = {k: last[k] for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")}
-        # train_loss/train_accuracy above are running means over the last epoch in train mode (augmented
-        # batches, BatchNorm batch statistics, weights still moving); these are the final model's.
-        final = evaluate(model, train_eval_loader(config, data, device))
-        metrics.update(train_eval_loss=final["loss"], train_eval_accuracy=final["accuracy"])
+    metrics: dict[str, float] = {}
+    if status == "running":
+        metrics = _final_metrics(model, log[-1], train_eval_loader(config, data, device))
+        status = "ok" if metrics else "diverged"
+        if not metrics:
+            diverged_epoch = config.epochs
+            log[-1] = _diverged_entry(config.epochs)
     _write_log(out, log)
     wall = wall_before + time.perf_counter() - t_start
     epoch_done = diverged_epoch - 1 if diverged_epoch else config.epochs
@@ -307,6 +333,63 @@ def train(config: TrainConfig, out_dir: str | Path, *, data_root: str | None = N
                      device, started)
     return _finish(out, config, status, log, metrics, init, wall, device, started,
                    _data_info(data, train_loader, test_loader))
+
+
+def _all_finite(model: torch.nn.Module) -> torch.Tensor:
+    """Whether every parameter and buffer of ``model`` is finite, as a device tensor (read, no synchronisation)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    return torch.stack([torch.isfinite(t.detach()).all() for t in tensors]).all()
+
+
+def _diverged_entry(epoch: int) -> dict[str, Any]:
+    """The log entry of the epoch in which a run diverged (its numbers are not kept: they are not finite)."""
+    return {"epoch": epoch, "train_loss": float("nan"), "diverged": True}
+
+
+def _final_metrics(model: torch.nn.Module, last: dict[str, Any], train_eval: DeviceLoader) -> dict[str, float]:
+    """The record's metrics of a run that ran all its epochs; {} when the final model's loss over its
+    training data is not finite (the run diverged in its last epoch after all)."""
+    final = evaluate(model, train_eval)
+    if not math.isfinite(final["loss"]):
+        return {}
+    metrics = {k: last[k] for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")}
+    # train_loss/train_accuracy above are running means over the last epoch in train mode (augmented
+    # batches, BatchNorm batch statistics, weights still moving); these are the final model's.
+    metrics.update(train_eval_loss=final["loss"], train_eval_accuracy=final["accuracy"])
+    return metrics
+
+
+def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any] | None:
+    """The run's checkpoint; None when there is none, or when it is damaged: then it is kept beside (renamed,
+    never deleted) with a warning, and the run starts over, which ends bit-identical to a run never stopped."""
+    if not path.exists():
+        return None
+    try:
+        return load_torch(path, map_location=device)
+    except DamagedFileError as error:
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        os.replace(path, aside)
+        warnings.warn(f"{path} cannot be read: {error.reason}. Kept it as {aside.name} and training the run "
+                      "again from its first epoch.", stacklevel=3)
+        return None
+
+
+def _restore_log(out: Path, log: list[dict[str, Any]]) -> None:
+    """Make ``log.jsonl`` the log the checkpoint holds. The checkpoint is the authority: a crash between the
+    two writes leaves the file one epoch ahead (that epoch is trained again), and a file cut or damaged since
+    is rebuilt from it, with a warning."""
+    path = out / "log.jsonl"
+    if path.is_file() and path.read_bytes() == _log_text(log).encode():
+        return
+    try:
+        for line in path.read_text().splitlines():
+            json.loads(line)
+    except FileNotFoundError:
+        pass
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        warnings.warn(f"{path} was damaged ({error}); rewrote it from {out / 'checkpoint.pt'}, which holds the "
+                      "same log.", stacklevel=3)
+    _write_log(out, log)
 
 
 def _epochs_and_divergence(log: list[dict[str, Any]]) -> tuple[int, int | None]:
@@ -321,8 +404,12 @@ def _result_of(out: Path, config: TrainConfig, status: str, log: list[dict[str, 
                        diverged_epoch=diverged_epoch)
 
 
+def _log_text(log: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(entry) + "\n" for entry in log)
+
+
 def _write_log(out: Path, log: list[dict[str, Any]]) -> None:
-    write_text(out / "log.jsonl", "".join(json.dumps(entry) + "\n" for entry in log))
+    write_text(out / "log.jsonl", _log_text(log))
 
 
 def _save_checkpoint(path: Path, config: TrainConfig, model, optimizer, scheduler, epoch: int,

@@ -26,12 +26,22 @@ def test_train_on_embedded_digits_writes_checkpoint_log_and_result(tmp_path, cap
     (["--arch", "resnet18", "--dataset", "npz:/nonexistent/file.npz"], "/nonexistent/file.npz"),
     (["--arch", "resnet18", "--dataset", "cifar10", "--data-root", "/nonexistent-root"], "/nonexistent-root"),
     (["--arch", "resnet18", "--dataset", "digits", "--size", "colour=3"], "colour"),
+    (["--arch", "resnet18", "--dataset", "digits", "--device", "tpu"], "Expected a device such as auto, cpu, cuda"),
 ])
 def test_bad_input_gives_one_clear_error(tmp_path, capsys, args, message):
     code = main(["train", "--control", "baseline", "--seed", "0", "--out", str(tmp_path / "run"), *args, *TINY])
     err = capsys.readouterr().err
     assert code == 2 and "sharpkit: error:" in err and message in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("lr", ["inf", "nan", "-0.1", "0", "fast"])
+def test_a_learning_rate_that_is_not_finite_and_positive_is_refused(tmp_path, capsys, lr):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--arch", "resnet18", "--dataset", "digits", "--control", "baseline", "--seed", "0",
+              "--out", str(tmp_path / "run"), "--lr", lr, *TINY])
+    assert info.value.code == 2 and not (tmp_path / "run").exists()
+    assert f"argument --lr: expected a finite number larger than 0 (e.g. 0.01), but got '{lr}'" in capsys.readouterr().err
 
 
 def test_unknown_control_is_rejected_by_the_parser(tmp_path, capsys):

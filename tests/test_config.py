@@ -65,6 +65,13 @@ def test_bad_values_name_the_field(overrides, match):
         make_train_config("resnet18", "cifar10", "baseline", 0, **overrides)
 
 
+@pytest.mark.parametrize("field", ["lr", "sam_rho", "momentum", "weight_decay", "fam_strength"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), -float("inf")])
+def test_non_finite_rates_are_refused_with_a_clear_message(field, value):
+    with pytest.raises(ValueError, match=rf"Expected argument `{field}` to be a finite number .*but got {value}"):
+        make_train_config("resnet18", "cifar10", "baseline", 0, **{field: value})
+
+
 def test_unknown_control_and_fields():
     with pytest.raises(ValueError, match="baseline_sam"):
         make_train_config("resnet18", "cifar10", "mixup", 0)

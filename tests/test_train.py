@@ -243,3 +243,126 @@ def test_test_every_thins_the_logs_test_pass_without_changing_the_training(digit
     b = load_torch(tmp_path / "thin" / "checkpoint.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert "test_every" not in _config("baseline").to_dict()  # stored run ids keep their hash
+
+
+class _InfiniteGradient(torch.autograd.Function):
+    """The identity forward, an infinite gradient backward: the step it feeds leaves non-finite weights
+    behind a finite loss, as a step with too large a learning rate does."""
+
+    @staticmethod
+    def forward(ctx, objective):
+        return objective.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+def test_a_run_whose_last_step_blows_up_is_stored_diverged(digits, tmp_path, monkeypatch):
+    config = _config("baseline", epochs=2)  # 96 images in batches of 32: 3 steps an epoch, 6 in all
+    real_loss, calls = train_module._training_loss, {"n": 0}
+
+    def last_step_explodes(*args):
+        objective, loss, logits = real_loss(*args)
+        calls["n"] += 1
+        return (_InfiniteGradient.apply(objective) if calls["n"] == 6 else objective), loss, logits
+
+    monkeypatch.setattr(train_module, "_training_loss", last_step_explodes)
+    result = train(config, tmp_path / "run", dataset=digits, progress=False)
+    assert calls["n"] == 6
+    record = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result.status == record["status"] == "diverged"
+    assert result.diverged_epoch == record["diverged_epoch"] == 2 and record["metrics"] == {}
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [e.get("diverged", False) for e in log] == [False, True]
+    assert load_torch(tmp_path / "run" / "checkpoint.pt")["status"] == "diverged"
+
+
+@pytest.mark.parametrize("nan_call, what", [(1, "test loss"), (2, "eval-mode training loss")])
+def test_a_non_finite_test_or_final_training_loss_marks_the_run_diverged(digits, tmp_path, monkeypatch,
+                                                                         nan_call, what):
+    real_evaluate, calls = train_module.evaluate, {"n": 0}
+
+    def evaluate_with_one_nan(*args, **kwargs):  # call 1: the epoch's test pass; call 2: the final train pass
+        measured = real_evaluate(*args, **kwargs)
+        calls["n"] += 1
+        return {**measured, "loss": float("nan")} if calls["n"] == nan_call else measured
+
+    monkeypatch.setattr(train_module, "evaluate", evaluate_with_one_nan)
+    result = train(_config("baseline", epochs=1), tmp_path / "run", dataset=digits, progress=False)
+    assert (result.status, result.diverged_epoch, result.metrics) == ("diverged", 1, {}), what
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["status"] == "diverged"
+
+
+def test_a_damaged_checkpoint_is_kept_aside_and_the_run_trained_again(digits, tmp_path, monkeypatch):
+    config = _config("baseline", epochs=2)
+    straight = train(config, tmp_path / "straight", dataset=digits, progress=False)
+    real_save = train_module._save_checkpoint
+
+    def crash_after_saving(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(train_module, "_save_checkpoint", crash_after_saving)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "run", dataset=digits, progress=False)
+    monkeypatch.setattr(train_module, "_save_checkpoint", real_save)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    cut = checkpoint.read_bytes()[:5000]
+    checkpoint.write_bytes(cut)
+    with pytest.warns(UserWarning, match=r"checkpoint.pt cannot be read: .*Kept it as checkpoint.pt.corrupt-\d+ "
+                                         r"and training the run again from its first epoch"):
+        again = train(config, tmp_path / "run", dataset=digits, progress=False)
+    (aside,) = (tmp_path / "run").glob("checkpoint.pt.corrupt-*")
+    assert aside.read_bytes() == cut  # kept as it was
+    assert again.status == "ok" and again.metrics == straight.metrics
+    a, b = load_torch(tmp_path / "straight" / "checkpoint.pt")["model"], load_torch(checkpoint)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_damaged_init_file_is_named_with_the_fix(digits, tmp_path):
+    train(_config("baseline", epochs=1), tmp_path / "a", dataset=digits, progress=False, init_dir=tmp_path / "init")
+    (init,) = (tmp_path / "init").iterdir()
+    init.write_bytes(init.read_bytes()[:3000])
+    with pytest.raises(ValueError, match=rf"{init} cannot be read: .*cut short.*Delete it and run again: the "
+                                         "initial weights are re-made from the seed"):
+        train(_config("augmentation", epochs=1), tmp_path / "b", dataset=digits, progress=False,
+              init_dir=tmp_path / "init")
+
+
+def test_a_cut_log_is_rebuilt_from_the_checkpoint(digits, tmp_path):
+    train(_config("baseline", epochs=1), tmp_path / "run", dataset=digits, progress=False)
+    log_path = tmp_path / "run" / "log.jsonl"
+    whole = log_path.read_text()
+    log_path.write_text(whole[: len(whole) // 2])
+    with pytest.warns(UserWarning, match=rf"{log_path} was damaged .*rewrote it from .*checkpoint.pt"):
+        result = train(_config("baseline", epochs=1), tmp_path / "run", dataset=digits, progress=False)
+    assert result.status == "ok" and log_path.read_text() == whole
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint\n", bytes(range(256)) * 20, "cut"],
+                         ids=["empty", "text", "random-bytes", "cut-short"])
+def test_load_torch_names_a_damaged_file_and_never_advises_weights_only_false(tmp_path, content):
+    from sharpkit.io import DamagedFileError, save_torch
+
+    path = tmp_path / "file.pt"
+    if content == "cut":
+        save_torch(path, {"w": torch.zeros(1000)})
+        content = path.read_bytes()[:2000]
+    path.write_bytes(content)
+    with pytest.raises(DamagedFileError) as info:
+        load_torch(path)
+    message = str(info.value)
+    assert message.startswith(f"{path} cannot be read: torch.load found ") and "Delete it and train again" in message
+    assert "weights_only=False" not in message and "weights_only` set to `False" not in message
+
+
+@pytest.mark.parametrize("device, message", [
+    ("tpu", "Expected a device such as auto, cpu, cuda or cuda:1, but got 'tpu'"),
+    ("cuda:x", "but got 'cuda:x'"),
+    ("meta", "'meta' was asked for and torch has no such device here"),
+])
+def test_unknown_or_absent_devices_are_refused_with_the_allowed_forms(device, message):
+    with pytest.raises(ValueError, match=message):
+        train_module.resolve_device(device)
+    assert train_module.resolve_device("cpu") == torch.device("cpu")

@@ -38,10 +38,11 @@ import os
 import pickle
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import torch
@@ -280,8 +281,16 @@ def _absolute(path: str | os.PathLike) -> Path:
 
 def _where_help(root: Path) -> str:
     return (
-        f"The data root was {root} (from the `root` argument, else ${DATA_ROOT_ENV}, else "
-        f"{DEFAULT_DATA_ROOT}); set ${DATA_ROOT_ENV} or pass `root` to look elsewhere."
+        f"The data root was {root} (from --data-root, or `root` in Python, else ${DATA_ROOT_ENV}, "
+        f"else {DEFAULT_DATA_ROOT}); pass --data-root or set ${DATA_ROOT_ENV} to look elsewhere."
+    )
+
+
+def _provide_help(name: str, url: str, folder: str, root: Path) -> str:
+    # The command line has no download option: fetching stays an explicit step in Python.
+    return (
+        f"To provide it, extract {url} so that the folder {folder}/ lies in the data root, or "
+        f"fetch it from Python with load_dataset({name!r}, download=True). {_where_help(root)}"
     )
 
 
@@ -358,13 +367,81 @@ _CIFAR100_LAYOUT = _CifarLayout(
 )
 
 
-def _unpickle(path: Path) -> dict[str, Any]:
-    # The official files are Python 2 pickles: latin1 is the encoding numpy documents for them.
-    # Keys come back as str (official files) or bytes (files pickled by Python 3 with bytes keys).
-    with open(path, "rb") as f:
-        obj = pickle.load(f, encoding="latin1")
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for a global a CIFAR batch never names, or called a stand-in as a CIFAR batch
+    never does; its text is the call."""
+
+
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """Stands in for ``_codecs.encode``: Python 3 pickles bytes with it under protocols 0-2."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise _RefusedGlobal(f"_codecs.encode({type(text).__name__}, {encoding!r})")
+    return text.encode("latin1")
+
+
+def _empty_bytes() -> bytes:
+    """Stands in for ``bytes``: Python 3 pickles ``b""`` as ``bytes()`` under protocols 0-2."""
+    return b""
+
+
+# Every global a CIFAR batch may name, found by recording ``find_class`` while loading batches
+# pickled by Python 2's cPickle (the official archives: numpy 1's module names, Python 2 str for
+# bytes) and by Python 3 with protocols 0-5 (numpy 2's names; bytes through _codecs.encode or
+# bytes(); protocol 5 arrays through _frombuffer). The rest of a batch is dicts, lists, str, bytes,
+# ints and floats, which pickle builds without naming a global. The numpy callables only build
+# arrays, dtypes and scalars from the file's bytes; the builtins get stand-ins that do only that.
+_CIFAR_NUMPY_GLOBALS = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    *((f"{core}.multiarray", name) for core in ("numpy.core", "numpy._core")
+      for name in ("_reconstruct", "scalar")),
+    *((f"{core}.numeric", "_frombuffer") for core in ("numpy.core", "numpy._core")),
+})  # fmt: skip
+_CIFAR_STAND_INS: dict[tuple[str, str], Callable[..., bytes]] = {
+    ("_codecs", "encode"): _latin1_bytes,
+    ("__builtin__", "bytes"): _empty_bytes,  # protocol 2 names Python 3's builtins as Python 2's
+    ("builtins", "bytes"): _empty_bytes,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` that builds only what a CIFAR batch holds (see the globals above).
+
+    A plain ``pickle.load`` calls whatever a file names (``os.system`` included) before anything
+    can check it; here a global outside the lists stops the load before it is called.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _CIFAR_STAND_INS:
+            return _CIFAR_STAND_INS[module, name]
+        if (module, name) in _CIFAR_NUMPY_GLOBALS:
+            return super().find_class(module, name)
+        raise _RefusedGlobal(f"{module}.{name}")
+
+
+def _unpickle(path: Path, layout: _CifarLayout) -> dict[str, Any]:
+    fix = f"Replace it with the file from the official archive {layout.url}."
+    try:
+        with open(path, "rb") as f:
+            # The official files are Python 2 pickles: latin1 is the encoding numpy documents for
+            # them. Keys come back as str (official files) or bytes (pickled by Python 3).
+            obj = _CifarUnpickler(f, encoding="latin1").load()
+    except _RefusedGlobal as refused:
+        raise ValueError(
+            f"Refused to load {path}: it asks to call {refused}, which a CIFAR batch never does "
+            f"(it holds only dicts, lists, strings, bytes, numbers and numpy arrays), so it is not "
+            f"a genuine CIFAR batch; the load stopped before that call. {fix}"
+        ) from None
+    except (OSError, MemoryError):
+        raise  # about the disk or this machine, not the file's bytes; their messages say so
+    except Exception as exc:  # a cut or garbled file raises any of a dozen types mid-way
+        raise ValueError(
+            f"{path} is damaged: reading it as a CIFAR batch stopped with {type(exc).__name__}: "
+            f"{exc}. It was probably cut short while being downloaded, extracted or copied. {fix}"
+        ) from exc
     if not isinstance(obj, dict):
-        raise ValueError(f"Expected {path} to hold a pickled dict, but found {type(obj).__name__}.")
+        raise ValueError(
+            f"Expected {path} to hold a pickled dict, but found {type(obj).__name__}. {fix}"
+        )
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
@@ -377,12 +454,13 @@ def _pickle_entry(entry: dict[str, Any], key: str, path: Path) -> Any:
 
 
 def _read_cifar_batches(
-    folder: Path, files: tuple[str, ...], label_key: str
+    folder: Path, files: tuple[str, ...], layout: _CifarLayout
 ) -> tuple[np.ndarray, np.ndarray]:
+    label_key = layout.label_key
     images, labels = [], []
     for file in files:
         path = folder / file
-        entry = _unpickle(path)
+        entry = _unpickle(path, layout)
         data = np.asarray(_pickle_entry(entry, "data", path))
         if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
             raise ValueError(
@@ -426,14 +504,13 @@ def _load_cifar(
     absent = missing()
     if absent:
         raise FileNotFoundError(
-            f"{layout.title} not found: looked for {', '.join(absent)} in {folder}. To provide it, "
-            f"pass download=True (command line: --download), or extract {layout.url} so that the "
-            f"folder {layout.folder}/ lies in the data root. {_where_help(root)}"
+            f"{layout.title} not found: looked for {', '.join(absent)} in {folder}. "
+            f"{_provide_help(layout.name, layout.url, layout.folder, root)}"
         )
-    x_train, y_train = _read_cifar_batches(folder, layout.train_files, layout.label_key)
-    x_test, y_test = _read_cifar_batches(folder, layout.test_files, layout.label_key)
+    x_train, y_train = _read_cifar_batches(folder, layout.train_files, layout)
+    x_test, y_test = _read_cifar_batches(folder, layout.test_files, layout)
     meta_path = folder / layout.meta_file
-    names = _pickle_entry(_unpickle(meta_path), layout.names_key, meta_path)
+    names = _pickle_entry(_unpickle(meta_path, layout), layout.names_key, meta_path)
     classes = tuple(n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names)
     _check_labels(y_train, len(classes), f"{folder} (train)")
     _check_labels(y_test, len(classes), f"{folder} (test)")
@@ -681,9 +758,8 @@ def load_tinyimagenet(
     absent = missing()
     if absent:
         raise FileNotFoundError(
-            f"TinyImageNet not found: looked for {', '.join(absent)} in {folder}. To provide it, "
-            f"pass download=True (command line: --download), or extract {_TINY_URL} so that the "
-            f"folder {_TINY_FOLDER}/ lies in the data root. {_where_help(root)}"
+            f"TinyImageNet not found: looked for {', '.join(absent)} in {folder}. "
+            f"{_provide_help('tinyimagenet', _TINY_URL, _TINY_FOLDER, root)}"
         )
     wnids = sorted(_read_wnids(folder / "wnids.txt"))
     classes = _read_class_names(folder / "words.txt", wnids)
@@ -778,11 +854,7 @@ def _load_cifar_c(
         if not available:
             looked_for.append("<corruption>.npy files (gaussian_noise.npy, ...)")
         if folder is None:
-            provide = (
-                f"To provide it, pass download=True (command line: --download), or extract "
-                f"{layout.url} so that the folder {layout.folder}/ lies in the data root. "
-                f"{_where_help(root)}"
-            )
+            provide = _provide_help(layout.name, layout.url, layout.folder, root)
         else:
             provide = "Put the <corruption>.npy files and labels.npy in that folder."
         raise FileNotFoundError(
@@ -797,7 +869,8 @@ def _load_cifar_c(
             f"{available}). Pass `corruptions` among those found, or add the missing .npy files."
         )
 
-    labels = np.load(labels_path)
+    fix = f"Extract {layout.url} again, or write a generated set again with `sharpkit corrupt`."
+    labels = _load_npy(labels_path, fix)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(
             f"Expected {labels_path} to hold integer labels of shape (5 * N,), but found dtype "
@@ -808,7 +881,7 @@ def _load_cifar_c(
         path = directory / f"{corruption}.npy"
         # Memory-mapped so that only the selected corruptions are ever read (each real file is
         # 150 MB); the copy below is the one that ends in the tensor.
-        data = np.load(path, mmap_mode="r")
+        data = _load_npy(path, fix, mmap_mode="r")
         if data.dtype != np.uint8 or data.ndim != 4 or data.shape[-1] != 3:
             raise ValueError(
                 f"Expected {path} as uint8 images of shape (5 * N, H, W, 3), but found dtype "
@@ -855,6 +928,25 @@ def _load_cifar_c(
         mean=CIFAR_MEAN,
         std=CIFAR_STD,
     )
+
+
+_NPY_MAGIC = b"\x93NUMPY"  # the first bytes of every file np.save writes
+
+
+def _load_npy(path: Path, fix: str, mmap_mode: Literal["r"] | None = None) -> np.ndarray:
+    """``np.load`` of one array, with our own errors: numpy's for a file that is no .npy advises
+    allow_pickle=True (which would run code from it), and a cut one gets no file name."""
+    with open(path, "rb") as handle:
+        is_npy = handle.read(len(_NPY_MAGIC)) == _NPY_MAGIC
+    if not is_npy:
+        raise ValueError(f"Expected {path} to be a .npy array (np.save), but it is not one. {fix}")
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, EOFError) as exc:  # header or data shorter than the header says
+        raise ValueError(
+            f"{path} is damaged ({exc}); it was probably cut short while being written or copied. "
+            f"{fix}"
+        ) from exc
 
 
 def load_cifar10_c(
@@ -924,6 +1016,48 @@ def _npz_labels(array: np.ndarray, key: str, n: int, file: Path) -> np.ndarray:
     return array.astype(np.int64)
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # the first bytes of every file np.savez writes (a zip archive)
+_NPZ_FIX = (
+    "Re-create the dataset file (np.savez(path, x_train=..., y_train=..., x_test=..., "
+    "y_test=...)) or copy it again."
+)
+# What zipfile raises for a cut or garbled archive: no zip directory at the end (cut short), a bad
+# checksum (changed bytes), a broken deflate stream (np.savez_compressed).
+_ZIP_DAMAGE = (zipfile.BadZipFile, EOFError, zlib.error)
+
+
+def _open_npz(handle: BinaryIO, file: Path) -> Any:
+    """``np.load`` of the .npz open as ``handle``, with our own errors for other or damaged files:
+    numpy's for a file that is no zip archive advises allow_pickle=True, which would run code from
+    the file. (Given a path, numpy leaves the file open when the archive is damaged.)"""
+    head = handle.read(len(_NPY_MAGIC))
+    handle.seek(0)
+    if not head.startswith(_ZIP_MAGIC):
+        found = "a single .npy array (np.save)" if head == _NPY_MAGIC else "not a zip archive"
+        raise ValueError(
+            f"Expected {file} to be an .npz file (a zip archive of arrays, as np.savez writes), "
+            f"but it is {found}. {_NPZ_FIX}"
+        )
+    try:
+        return np.load(handle, allow_pickle=False)
+    except _ZIP_DAMAGE as exc:
+        raise _damaged_npz(file, exc) from exc
+
+
+def _npz_member(npz: Any, key: str, file: Path) -> np.ndarray:
+    try:
+        return npz[key]
+    except _ZIP_DAMAGE as exc:
+        raise _damaged_npz(file, exc) from exc
+
+
+def _damaged_npz(file: Path, exc: Exception) -> ValueError:
+    return ValueError(
+        f"{file} is a damaged .npz file ({type(exc).__name__}: {exc}); it was probably cut short "
+        f"or changed while being written or copied. {_NPZ_FIX}"
+    )
+
+
 def load_npz(path: str | os.PathLike) -> ImageDataset:
     """A dataset stored in one ``.npz`` file.
 
@@ -939,21 +1073,21 @@ def load_npz(path: str | os.PathLike) -> ImageDataset:
             f"No .npz file at {file} (from {os.fspath(path)!r}; relative paths resolve against "
             f"the current directory {os.getcwd()}). Pass 'npz:<path to an existing .npz>'."
         )
-    with np.load(file, allow_pickle=False) as npz:
+    with open(file, "rb") as handle, _open_npz(handle, file) as npz:
         absent = [k for k in _NPZ_KEYS if k not in npz.files]
         if absent:
             raise ValueError(
                 f"Expected arrays {', '.join(_NPZ_KEYS)} in {file}, but {', '.join(absent)} "
                 f"missing (found: {', '.join(npz.files) or 'none'})."
             )
-        x_train = _npz_images(npz["x_train"], "x_train", file)
-        x_test = _npz_images(npz["x_test"], "x_test", file)
-        y_train = _npz_labels(npz["y_train"], "y_train", len(x_train), file)
-        y_test = _npz_labels(npz["y_test"], "y_test", len(x_test), file)
+        x_train = _npz_images(_npz_member(npz, "x_train", file), "x_train", file)
+        x_test = _npz_images(_npz_member(npz, "x_test", file), "x_test", file)
+        y_train = _npz_labels(_npz_member(npz, "y_train", file), "y_train", len(x_train), file)
+        y_test = _npz_labels(_npz_member(npz, "y_test", file), "y_test", len(x_test), file)
         classes = None
         if "classes" in npz.files:
             try:
-                names = npz["classes"]
+                names = _npz_member(npz, "classes", file)
             except ValueError as exc:  # an object array needs pickle, which stays off
                 raise ValueError(
                     f"Expected `classes` in {file} as a string array (np.asarray(names, "

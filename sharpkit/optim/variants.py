@@ -1,8 +1,9 @@
 r"""Two variants of SAM with the same two-pass contract as :class:`sharpkit.optim.SAM`.
 
-Both perturb the weights in ``first_step``, and ``second_step`` undoes the perturbation and lets the
-base optimizer step with the gradient taken at the perturbed point; ``state_dict()`` carries the
-base optimizer's state (inherited from :class:`~sharpkit.optim.SAM`).
+Both perturb the weights in ``first_step``, and ``second_step`` returns to ``w`` (exactly, or by
+subtraction with ``restore="subtract"``) and lets the base optimizer step with the gradient taken at the
+perturbed point; calling either step out of turn raises, and ``state_dict()`` carries the base
+optimizer's state (all inherited from :class:`~sharpkit.optim.SAM`).
 
 ASAM (Kwon, Kim, Park and Choi, "ASAM: Adaptive Sharpness-Aware Minimization for Scale-Invariant
 Learning of Deep Neural Networks", ICML 2021): with the normalisation operator
@@ -62,13 +63,14 @@ class ASAM(SAM):
         base_optimizer: optimizer class to wrap (e.g. ``torch.optim.SGD``).
         rho: radius of the (normalised) neighbourhood (Kwon et al.: 0.5 on CIFAR-10 with SGD).
         eta: offset of the normalisation operator (Kwon et al.: 0.01).
+        restore: ``"exact"`` or ``"subtract"``, as for :class:`~sharpkit.optim.SAM`.
         **kwargs: passed to ``base_optimizer``.
     """
 
     def __init__(self, params, base_optimizer: type[torch.optim.Optimizer], rho: float = 0.5,
-                 eta: float = 0.01, **kwargs: Any) -> None:
+                 eta: float = 0.01, restore: str = "exact", **kwargs: Any) -> None:
         check_positive("eta", eta, allow_zero=True)
-        super().__init__(params, base_optimizer, rho=rho, adaptive=True, **kwargs)
+        super().__init__(params, base_optimizer, rho=rho, adaptive=True, restore=restore, **kwargs)
         self.defaults["eta"] = eta
         for group in self.param_groups:
             group.setdefault("eta", eta)
@@ -88,7 +90,8 @@ class ASAM(SAM):
 
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
-        """Move the weights to ``w + rho T^2 g / ||T g||``; remember the perturbation."""
+        """Move the weights to ``w + rho T^2 g / ||T g||``, keeping what ``second_step`` needs."""
+        self._check_can_perturb()
         grad_norm = self._grad_norm()
         for group in self.param_groups:
             scale = group["rho"] / (grad_norm + 1e-12)
@@ -96,9 +99,7 @@ class ASAM(SAM):
                 if p.grad is None:
                     continue
                 operator = self._operator(p, group)
-                e_w = operator * operator * p.grad * scale.to(p)
-                p.add_(e_w)
-                self.state[p]["e_w"] = e_w
+                self._perturb(p, operator * operator * p.grad * scale.to(p))
         if zero_grad:
             self.zero_grad()
 
@@ -113,12 +114,13 @@ class AverageSAM(SAM):
             much less than the gradient direction).
         generator: ``torch.Generator`` for the perturbations (its state is saved in ``state_dict``);
             ``None`` uses the global RNG of each parameter's device.
+        restore: ``"exact"`` or ``"subtract"``, as for :class:`~sharpkit.optim.SAM`.
         **kwargs: passed to ``base_optimizer``.
     """
 
     def __init__(self, params, base_optimizer: type[torch.optim.Optimizer], rho: float = 0.5,
-                 generator: torch.Generator | None = None, **kwargs: Any) -> None:
-        super().__init__(params, base_optimizer, rho=rho, adaptive=False, **kwargs)
+                 generator: torch.Generator | None = None, restore: str = "exact", **kwargs: Any) -> None:
+        super().__init__(params, base_optimizer, rho=rho, adaptive=False, restore=restore, **kwargs)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"Expected `generator` to be a torch.Generator or None, but got {generator!r}.")
         self.generator = generator
@@ -134,6 +136,7 @@ class AverageSAM(SAM):
     def first_step(self, zero_grad: bool = False) -> None:
         """Move the weights to ``w + rho z / ||z||`` (z standard normal, drawn parameter by parameter
         in group order); gradients are not needed."""
+        self._check_can_perturb()  # before drawing: a refused call leaves the generator as it was
         draws = [(group, p, self._noise(p)) for group in self.param_groups for p in group["params"]
                  if p.requires_grad]
         if not draws:
@@ -141,9 +144,7 @@ class AverageSAM(SAM):
         device = draws[0][2].device
         norm = torch.stack([z.norm(p=2).to(device) for _, _, z in draws]).norm(p=2)
         for group, p, z in draws:
-            e_w = z * (group["rho"] / norm).to(p)
-            p.add_(e_w)
-            self.state[p]["e_w"] = e_w
+            self._perturb(p, z * (group["rho"] / norm).to(p))
         if zero_grad:
             self.zero_grad()
 

@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import struct
 import urllib.error
 from pathlib import Path
 
@@ -48,6 +49,37 @@ def _cifar_batch(rng, n, num_classes, label_key):
         b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
         b"filenames": [f"img_{i}.png".encode() for i in range(n)],
     }
+
+
+def _py2_str(data):
+    """A Python 2 str as cPickle writes it (SHORT_BINSTRING / BINSTRING)."""
+    return (b"U" + bytes([len(data)]) if len(data) < 256 else b"T" + struct.pack("<I", len(data))) + data
+
+
+def _py2_uint8_array(array):
+    """A 2-D uint8 array as numpy 1 under Python 2 pickled it: numpy.core names, raw bytes in a str."""
+    n, width = array.shape
+    dtype = (b"cnumpy\ndtype\n" + _py2_str(b"u1") + b"K\x00K\x01\x87R(K\x03" + _py2_str(b"|")
+             + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb")  # fmt: skip
+    return (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + _py2_str(b"b")
+            + b"\x87R(K\x01J" + struct.pack("<i", n) + b"J" + struct.pack("<i", width) + b"\x86"
+            + dtype + b"\x89" + _py2_str(array.tobytes()) + b"tb")  # fmt: skip
+
+
+def python2_pickle(path, batch):
+    """A batch dict as the official archives hold it: protocol 2 from Python 2's cPickle, str keys,
+    labels as a list of small ints, the images as a uint8 array."""
+    out = b"\x80\x02}("
+    for key, value in batch.items():
+        out += _py2_str(key.encode())
+        if isinstance(value, np.ndarray):
+            out += _py2_uint8_array(value)
+        elif isinstance(value, list):
+            items = (b"K" + bytes([v]) if isinstance(v, int) else _py2_str(v.encode()) for v in value)
+            out += b"](" + b"".join(items) + b"e"
+        else:
+            out += _py2_str(value.encode())
+    Path(path).write_bytes(out + b"u.")
 
 
 def write_cifar10(root, seed=0):
@@ -325,7 +357,8 @@ def test_missing_cifar_says_where_and_how(tmp_path):
     message = str(info.value)
     assert str(tmp_path / "cifar-10-batches-py") in message and "data_batch_1" in message
     assert "batches.meta" not in message  # only the absent files are listed
-    assert "download=True" in message and "--download" in message and "SHARPKIT_DATA" in message
+    assert "download=True" in message and "SHARPKIT_DATA" in message and "--data-root" in message
+    assert "--download" not in message  # no such flag: only those that exist are named
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "cifar-100-python")):
         load_dataset("cifar100", root=tmp_path)
 
@@ -337,6 +370,75 @@ def test_cifar_pickle_with_a_missing_key_is_named(tmp_path):
     )
     with pytest.raises(ValueError, match="'labels'.*test_batch"):
         load_dataset("cifar10", root=tmp_path)
+
+
+def test_cifar_batches_pickled_by_python2_and_by_every_python3_protocol_load(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    rng = _rng(5)
+    names = list(ds.CIFAR10_CLASSES)
+    official = {"batch_label": "training batch 1 of 5", "labels": [3, 9, 0],
+                "data": rng.integers(0, 256, (3, 3072), dtype=np.uint8), "filenames": ["a.png"] * 3}  # fmt: skip
+    write_cifar10(tmp_path)
+    for protocol in ("python2", 0, 2, 4, 5):
+        if protocol == "python2":
+            python2_pickle(folder / "data_batch_1", official)
+            python2_pickle(folder / "batches.meta", {"label_names": names})
+        else:
+            batch = {k.encode(): v for k, v in official.items()}
+            batch[b"data"] = official["data"]
+            with open(folder / "data_batch_1", "wb") as f:
+                pickle.dump(batch, f, protocol=protocol)
+            with open(folder / "batches.meta", "wb") as f:
+                pickle.dump({b"label_names": [n.encode() for n in names], b"num_vis": 3072}, f,
+                            protocol=protocol)  # fmt: skip
+        data = load_dataset("cifar10", root=tmp_path)
+        assert torch.equal(data.x_train[:3].reshape(3, -1), torch.from_numpy(official["data"]))
+        assert data.y_train[:3].tolist() == [3, 9, 0] and data.classes == ds.CIFAR10_CLASSES
+
+
+class _RunsCode:
+    """What a crafted batch holds: unpickling it calls os.system."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 5])
+def test_a_crafted_cifar_pickle_cannot_run_code(tmp_path, protocol):
+    write_cifar10(tmp_path)
+    marker = tmp_path / "code-ran"
+    crafted = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    with open(crafted, "wb") as f:
+        pickle.dump({b"data": _RunsCode(marker), b"labels": []}, f, protocol=protocol)
+    with pytest.raises(ValueError) as info:
+        load_dataset("cifar10", root=tmp_path)
+    assert not marker.exists()
+    message = str(info.value)
+    assert f"Refused to load {crafted}" in message and "posix.system" in message
+    assert "not a genuine CIFAR batch" in message and "cifar-10-python.tar.gz" in message
+
+
+def test_a_stand_in_builtin_refuses_what_cifar_never_pickles(tmp_path):
+    """_codecs.encode is let through only as the latin1 encoder Python 3's bytes pickling uses."""
+    write_cifar10(tmp_path)
+    crafted = tmp_path / "cifar-10-batches-py" / "test_batch"
+    crafted.write_bytes(b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00aX\x05\x00\x00\x00rot13\x86R.")
+    with pytest.raises(ValueError, match=r"Refused to load .*test_batch: .*_codecs.encode\(str, 'rot13'\)"):
+        load_dataset("cifar10", root=tmp_path)
+
+
+def test_a_truncated_cifar_batch_is_named_with_the_fix(tmp_path):
+    write_cifar10(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError) as info:
+        load_dataset("cifar10", root=tmp_path)
+    message = str(info.value)
+    assert f"{path} is damaged" in message and "cut short" in message
+    assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in message
 
 
 def test_cifar_download_uses_torchvision_and_reports_failures(tmp_path, monkeypatch):
@@ -520,6 +622,20 @@ def test_cifar_c_bad_files_are_explained(tmp_path):
         load_cifar10_c(tmp_path)
 
 
+def test_cifar_c_files_that_are_cut_or_no_npy_are_named_with_the_fix(tmp_path):
+    folder = tmp_path / "CIFAR-10-C"
+    write_cifar_c(folder, ["fog"])
+    fog = folder / "fog.npy"
+    fog.write_bytes(fog.read_bytes()[:300])
+    with pytest.raises(ValueError, match=rf"{fog} is damaged .*cut short.*CIFAR-10-C.tar again"):
+        load_cifar10_c(tmp_path)
+    (folder / "labels.npy").write_text("1,2,3\n")
+    with pytest.raises(ValueError) as info:
+        load_cifar10_c(tmp_path)
+    assert f"Expected {folder / 'labels.npy'} to be a .npy array" in str(info.value)
+    assert "allow_pickle" not in str(info.value) and "sharpkit corrupt" in str(info.value)
+
+
 def test_sets_written_by_sharpkit_corruptions_load(tmp_path):
     from sharpkit.corruptions import write_corrupted_npy
 
@@ -538,7 +654,7 @@ def test_missing_cifar_c_says_where(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         load_dataset("cifar10-c", root=tmp_path)
     assert str(tmp_path / "CIFAR-10-C") in str(info.value) and "labels.npy" in str(info.value)
-    assert "download=True" in str(info.value)
+    assert "download=True" in str(info.value) and "--download" not in str(info.value)
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "nowhere")):
         load_dataset(f"cifar100-c:{tmp_path / 'nowhere'}")
 
@@ -602,6 +718,27 @@ def test_npz_errors_name_file_key_and_shape(tmp_path):
     np.savez(bad, **arrays, classes=np.array(["a", "b"]))
     with pytest.raises(ValueError, match="at least 3"):
         load_dataset(f"npz:{bad}")
+
+
+def test_npz_that_is_damaged_or_no_npz_gets_our_message_not_numpys(tmp_path):
+    write_npz(tmp_path / "d.npz")
+    blob = (tmp_path / "d.npz").read_bytes()
+    cases = {
+        "cut.npz": (blob[: len(blob) // 2], "is a damaged .npz file"),
+        # One byte changed inside x_train's data: the archive opens, the member's checksum fails.
+        "changed.npz": (blob[:200] + bytes([blob[200] ^ 0xFF]) + blob[201:], "is a damaged .npz file"),
+        "text.npz": (b"x_train,y_train\n1,2\n", "but it is not a zip archive"),
+    }
+    for name, (content, expected) in cases.items():
+        (tmp_path / name).write_bytes(content)
+    np.save(tmp_path / "single.npy", np.zeros(3, np.uint8))
+    cases["single.npy"] = (None, "but it is a single .npy array")
+    for name, (_, expected) in cases.items():
+        with pytest.raises(ValueError) as info:
+            load_dataset(f"npz:{tmp_path / name}")
+        message = str(info.value)
+        assert str(tmp_path / name) in message and expected in message, message
+        assert "Re-create the dataset file" in message and "allow_pickle" not in message
 
 
 @pytest.mark.skipif(not SHARED_NPZ.is_file(), reason="shared CIFAR-10 JPEG subset not present")
