@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from .controls import CONTROLS
+from .locks import BusyError
 
 
 def _parse_size(items: list[str]) -> dict[str, Any]:
@@ -347,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with pinned_code_version():  # records name the code as it was when the command started
             return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, BusyError) as error:
         print(f"sharpkit: error: {error}", file=sys.stderr)
         return 2
 

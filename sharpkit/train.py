@@ -39,6 +39,7 @@ from .config import TrainConfig
 from .data.loader import derived_generator
 from .data import DeviceLoader, ImageDataset, load_dataset, subset_indices
 from .io import DamagedFileError, load_torch, save_torch, write_json, write_text
+from .locks import folder_lock
 from .models import build_model
 from .optim import ASAM, SAM, AverageSAM, fam_penalty, kwon_param_groups
 from .provenance import provenance, utc_now
@@ -207,9 +208,21 @@ def train(config: TrainConfig, out_dir: str | Path, *, data_root: str | None = N
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
         progress: show a tqdm bar.
         dataset: an already loaded dataset (skips loading; must be ``config.dataset``).
+
+    Raises:
+        sharpkit.locks.BusyError: another live process is training into ``out_dir`` (two runs into one
+            folder would overwrite each other's checkpoint; the lock of a process that ended is free).
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, "a training", name=TRAIN_LOCK):
+        return _train(config, out, data_root, init_dir, device, progress, dataset)
+
+
+TRAIN_LOCK = ".train.lock"  # in the run folder, held while a process trains into it
+
+
+def _train(config: TrainConfig, out: Path, data_root: str | None, init_dir: str | Path | None,
+           device: str | torch.device | None, progress: bool, dataset: ImageDataset | None) -> TrainResult:
     init_dir = Path(init_dir) if init_dir is not None else out.parent / "init"
     device = resolve_device(device)
     if config.bf16 and device.type not in ("cuda", "cpu"):
