@@ -665,9 +665,9 @@ def _cell_values(store: ResultStore, spec: RunSpec) -> dict[str, list[float]]:
     """Every stored metric of the other seeds of ``spec``'s cell (status ok): name -> values."""
     values: dict[str, list[float]] = {}
     for other in store.profile.runs():
-        if other.cell != spec.cell or other.run_id == spec.run_id or store.state(other) != "done":
+        if other.cell != spec.cell or other.run_id == spec.run_id or not store.result_path(other).exists():
             continue
-        record = json.loads(store.result_path(other).read_text())
+        record = json.loads(store.result_path(other).read_text())  # read once (state() would read it again)
         if record.get("status") != "ok":
             continue
         for name, value in _metric_pairs(record):
