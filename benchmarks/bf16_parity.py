@@ -25,8 +25,8 @@ from pathlib import Path
 
 from scipy import stats
 
-from sharpkit.profiles import get_profile
-from sharpkit.train import train
+from sharpkit.experiments.profiles import get_profile
+from sharpkit.run.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ pipeline and against this machine's measured matmul peak (the physical limit of 
 For each architecture of a profile (default ``cifar10-minima``: narrow ResNet-18, VGG-19, ViT), each
 precision (float32; bfloat16 autocast of the training steps) and 1 and 2 CPU threads, in one process:
 
-(a) sharpkit: ``sharpkit.train.train`` with the profile's settings (DeviceLoader: the uint8 set held as one
+(a) sharpkit: ``sharpkit.run.train.train`` with the profile's settings (DeviceLoader: the uint8 set held as one
     tensor, shuffled by a seeded generator, augmented and normalised batch-wise; channels-last), the
     augmentation control (so both sides augment), timed over the optimisation steps of its third epoch;
 (b) the paper's pipeline: a ``Dataset`` returning PIL images, torchvision's per-image transforms
@@ -36,8 +36,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sharpkit.data import ImageDataset, load_dataset
 from sharpkit.models import build_model
-from sharpkit.profiles import get_profile
-from sharpkit.train import _size_kwargs, train
+from sharpkit.experiments.profiles import get_profile
+from sharpkit.run.train import _size_kwargs, train
 
 REPO = Path(__file__).resolve().parents[1]
 

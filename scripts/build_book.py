@@ -52,7 +52,7 @@ MATHJAX_CDN = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"
 # What tex-mml-chtml.js loads at run time (fonts, extensions, the menu's accessibility parts); the
 # rest of the package (other bundles, SVG output) is not needed.
 MATHJAX_PARTS = (MATHJAX_ENTRY, "a11y", "adaptors", "input", "output/chtml", "sre", "ui")
-# tqdm.auto (imported by sharpkit.train) warns inside a kernel without ipywidgets; the warning
+# tqdm.auto (imported by sharpkit.run.train) warns inside a kernel without ipywidgets; the warning
 # would land in the pages as stderr output, which the book treats as an error.
 KERNEL_ENV = {"PYTHONWARNINGS": "ignore:IProgress not found"}
 
@@ -97,7 +97,7 @@ def has_results(results: Path, profile: str) -> bool:
 
 def missing_runs(results: Path, profile: str) -> int:
     """How many runs of ``profile`` have no stored result under ``results``."""
-    from sharpkit.profiles import get_profile
+    from sharpkit.experiments.profiles import get_profile
 
     return sum(not (results / profile / "runs" / spec.run_id / "result.json").exists()
                for spec in get_profile(profile).runs())
@@ -131,8 +131,8 @@ def table_dataset(profile: str, arch: str, paper_ds: str) -> str:
     """The profile's dataset standing for the paper's ``paper_ds`` with ``arch`` (e.g. ``digits`` for
     CIFAR-10 in digits-mini); ``paper_ds`` itself when the profile has no such experiment (the page
     then says that there are no results and how to produce them)."""
-    from sharpkit.profiles import get_profile
-    from sharpkit.report import paper_dataset
+    from sharpkit.experiments.profiles import get_profile
+    from sharpkit.analysis.report import paper_dataset
 
     for experiment in get_profile(profile).experiments:
         if experiment.arch == arch and paper_dataset(experiment.dataset) == paper_ds:
@@ -142,7 +142,7 @@ def table_dataset(profile: str, arch: str, paper_ds: str) -> str:
 
 def book_pages(profile: str, results_dir: str) -> list[Page]:
     """Every executed notebook of the book, with its parameters."""
-    from sharpkit.report import paper_table, paper_tables_index
+    from sharpkit.analysis.report import paper_table, paper_tables_index
 
     common = {"results_dir": results_dir, "profile": profile}
     # The slowest first, so that they overlap with the others when several run at once.

@@ -22,8 +22,8 @@ import tempfile
 from pathlib import Path
 
 from sharpkit.data import ImageDataset, load_dataset, subset_indices
-from sharpkit.profiles import get_profile
-from sharpkit.train import train
+from sharpkit.experiments.profiles import get_profile
+from sharpkit.run.train import train
 
 
 def held_out_split(data: ImageDataset, train_subset: int | None, held_out: int) -> ImageDataset:

@@ -7,8 +7,8 @@ import math
 import sys
 from typing import Any
 
-from .controls import CONTROLS
-from .locks import BusyError
+from .run.controls import CONTROLS
+from .utils.locks import BusyError
 
 
 def _parse_size(items: list[str]) -> dict[str, Any]:
@@ -65,8 +65,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import make_train_config
-    from .train import train
+    from .run.config import make_train_config
+    from .run.train import train
 
     size = _parse_size(args.size)
     if args.width is not None:
@@ -95,7 +95,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    from .evaluate import ALL_METRICS, METRICS
+    from .run.evaluate import ALL_METRICS, METRICS
 
     p = sub.add_parser("evaluate", help="compute the paper's metrics for a trained run",
                        description="Compute metrics of a finished run and add them to its result.json.")
@@ -121,7 +121,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import EvalSettings, evaluate_run
+    from .run.evaluate import EvalSettings, evaluate_run
 
     settings = EvalSettings(metrics=tuple(args.metrics), batch_size=args.batch_size,
                             train_fraction=args.train_fraction, relative_flatness_fraction=args.rf_fraction,
@@ -150,7 +150,7 @@ def _add_corrupt(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_corrupt(args: argparse.Namespace) -> int:
-    from .corruptions import write_corrupted_npy
+    from .data.corruptions import write_corrupted_npy
     from .data import load_dataset, subset_indices
 
     data = load_dataset(args.dataset, root=args.data_root)
@@ -187,8 +187,8 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .profiles import PROFILES, get_profile
-    from .sweep import dry_run, sweep
+    from .experiments.profiles import PROFILES, get_profile
+    from .experiments.sweep import dry_run, sweep
 
     if args.list_profiles:
         for profile in PROFILES.values():
@@ -202,7 +202,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                 workers=args.workers, results_root=args.results, threads=args.threads)
         return 0
     if args.verify is not None:
-        from .sweep import verify
+        from .experiments.sweep import verify
 
         outcomes = verify(profile, args.results, args.verify, data_root=args.data_root, device=args.device)
         failed = sum(not o.passed for o in outcomes)
@@ -226,8 +226,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .report import claims, paper_table_for, results_table
-    from .store import load_results, load_sweep_info
+    from .analysis.report import claims, paper_table_for, results_table
+    from .experiments.store import load_results, load_sweep_info
 
     df = load_results(args.results, args.profile)
     info = load_sweep_info(args.results, args.profile)
@@ -254,7 +254,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print("claims (computed from the stored runs; p: one-sided paired Wilcoxon over seeds):")
         print(found[[c for c in columns if c in found.columns]].to_string(index=False))
     if args.html:
-        from .io import write_text
+        from .utils.io import write_text
 
         write_text(args.html, "\n".join(html) + found.to_html(index=False))
         print(f"wrote {args.html}")
@@ -280,9 +280,10 @@ def _add_diagonal_network(sub: argparse._SubParsersAction) -> None:
 def _cmd_diagonal_network(args: argparse.Namespace) -> int:
     import time
 
-    from .diagonal_network import DiagonalNetworkSettings, SparseRegression, diagonal_network_experiment, measure_taus
-    from .io import write_json
-    from .provenance import provenance
+    from .analysis.diagonal_network import measure_taus
+    from .experiments.diagonal_network import DiagonalNetworkSettings, SparseRegression, diagonal_network_experiment
+    from .utils.io import write_json
+    from .utils.provenance import provenance
 
     task = SparseRegression(seed=args.task_seed)
     settings = DiagonalNetworkSettings(networks=args.networks, max_steps=args.max_steps, seed=args.seed)
@@ -343,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .provenance import pinned_code_version
+    from .utils.provenance import pinned_code_version
 
     try:
         with pinned_code_version():  # records name the code as it was when the command started

@@ -79,7 +79,7 @@ PROGRAM = textwrap.dedent("""
         sys.modules[name] = None
     from importlib.metadata import version
     import torch, torchvision
-    import sharpkit, sharpkit.models, sharpkit.train, sharpkit.evaluate
+    import sharpkit, sharpkit.models, sharpkit.run.train, sharpkit.run.evaluate
     from sharpkit.metrics import sam_sharpness
     from sharpkit.optim import SAM
 

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._validation import check_choice
+from ..utils.validation import check_choice
 from .base import (
     CIFAR_MEAN,
     CIFAR_STD,

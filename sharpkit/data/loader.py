@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from .._validation import check_choice, check_positive
+from ..utils.validation import check_choice, check_positive
 from .augment import random_crop_flip, random_horizontal_flip, random_resized_crop
 
 AUGMENTATIONS = ("none", "crop_flip", "resized_crop_flip")

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from .._validation import check_positive
+from ..utils.validation import check_positive
 
 __all__ = ["register_model", "build_model", "list_models", "model_knobs", "count_parameters"]
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_positive
+from ..utils.validation import check_positive
 from .registry import register_model
 
 __all__ = ["BasicBlock", "ResNet", "resnet18"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._validation import check_positive
+from ..utils.validation import check_positive
 from .registry import register_model
 
 __all__ = ["VGG19_LAYOUT", "VGG", "vgg19"]

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import check_choice, check_positive
+from ..utils.validation import check_choice, check_positive
 
 __all__ = ["RESTORE_MODES", "SAM", "frozen_batchnorm_stats"]
 

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._validation import check_positive
+from ..utils.validation import check_positive
 from .sam import SAM
 
 __all__ = ["ASAM", "AverageSAM", "kwon_param_groups"]

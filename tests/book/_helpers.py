@@ -22,7 +22,7 @@ EXECUTED = HERE / "executed"
 RESULTS = HERE / "results"
 PROFILE = "smoke"
 SANITIZE = HERE / "nbval_sanitize.cfg"
-# tqdm.auto, imported by sharpkit.train, warns on stderr in a kernel without ipywidgets.
+# tqdm.auto, imported by sharpkit.run.train, warns on stderr in a kernel without ipywidgets.
 KERNEL_ENV = {"PYTHONWARNINGS": "ignore:IProgress not found"}
 
 # Headless, sandbox-free (CI runs as root), and with every network lookup failing, so that what

@@ -12,8 +12,8 @@ jupytext = pytest.importorskip("jupytext", reason="the book extra is not install
 nbformat = pytest.importorskip("nbformat", reason="the book extra is not installed: pip install -e '.[book]'")
 yaml = pytest.importorskip("yaml", reason="the book extra is not installed: pip install -e '.[book]'")
 
-from sharpkit.profiles import get_profile  # noqa: E402
-from sharpkit.report import paper_dataset, paper_tables_index  # noqa: E402
+from sharpkit.experiments.profiles import get_profile  # noqa: E402
+from sharpkit.analysis.report import paper_dataset, paper_tables_index  # noqa: E402
 
 REGENERATE = ("python scripts/build_book.py --profile smoke --results tests/book/results "
               "--execute-into tests/book/executed")

@@ -67,8 +67,8 @@ def test_the_beyond_chapter_on_the_committed_sweeps_prints_what_scipy_computes(b
     (adaptive and normalised ones unchanged), and the diagonal networks rank as in Andriushchenko et al."""
     import scipy.stats
 
-    from sharpkit.report import with_errors
-    from sharpkit.store import load_results
+    from sharpkit.analysis.report import with_errors
+    from sharpkit.experiments.store import load_results
 
     for key, value in KERNEL_ENV.items():
         monkeypatch.setenv(key, value)

@@ -637,7 +637,7 @@ def test_cifar_c_files_that_are_cut_or_no_npy_are_named_with_the_fix(tmp_path):
 
 
 def test_sets_written_by_sharpkit_corruptions_load(tmp_path):
-    from sharpkit.corruptions import write_corrupted_npy
+    from sharpkit.data.corruptions import write_corrupted_npy
 
     clean = ds.load_digits()
     images, labels = clean.x_test[:6], clean.y_test[:6]

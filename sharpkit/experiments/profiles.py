@@ -13,10 +13,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._validation import check_choice
-from .config import TrainConfig, make_train_config
-from .controls import EXTRA_CONTROLS, PAPER_CONTROLS
-from .evaluate import BEYOND_METRICS, CLEAN_SAM_METRIC, METRICS, EvalSettings
+from ..utils.validation import check_choice
+from ..run.config import TrainConfig, make_train_config
+from ..run.controls import EXTRA_CONTROLS, PAPER_CONTROLS
+from ..run.evaluate import BEYOND_METRICS, CLEAN_SAM_METRIC, METRICS, EvalSettings
 
 EXTRA_CONTROL_NAMES = tuple(c.name for c in EXTRA_CONTROLS)
 
@@ -207,7 +207,7 @@ def _cifar10_minima(lr: dict[str, float] | None = None) -> Profile:
 
 
 # beyond-cifar10 trains exactly cifar10-mini's ResNet-18 models: a sweep sharing cifar10-mini's cache reuses
-# them for the six paper controls (sharpkit.sweep.reuse_training).
+# them for the six paper controls (sharpkit.experiments.sweep.reuse_training).
 PROFILES = {p.name: p for p in (_paper(), _smoke(), _digits_mini(), _cifar10_mini(),
                                 _cifar10_minima(), _beyond("beyond-digits", _digits_mini()),
                                 _beyond("beyond-cifar10", _cifar10_mini()))}

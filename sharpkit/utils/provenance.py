@@ -20,7 +20,7 @@ _PACKAGES = ("sharpkit", "torch", "torchvision", "numpy", "scipy", "torchmetrics
 def git_commit(path: str | Path | None = None) -> dict[str, Any]:
     """Commit hash of the repository holding ``path`` (default: this package) and whether the
     work tree had uncommitted changes; ``None`` values outside a git checkout."""
-    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    where = Path(path) if path is not None else Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
@@ -37,7 +37,7 @@ def git_commit(path: str | Path | None = None) -> dict[str, Any]:
 CODE_VERSION_ENV = "SHARPKIT_CODE_VERSION"
 
 
-_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])  # the sharpkit package folder
 
 
 def code_version() -> dict[str, Any]:

@@ -4,14 +4,14 @@ import json
 import pytest
 import torch
 
-import sharpkit.train as train_module
-from sharpkit.config import TrainConfig, make_train_config
-from sharpkit.controls import CONTROLS
+import sharpkit.run.train as train_module
+from sharpkit.run.config import TrainConfig, make_train_config
+from sharpkit.run.controls import CONTROLS
 from sharpkit.data import ImageDataset, load_dataset
-from sharpkit.io import load_torch
+from sharpkit.utils.io import load_torch
 from sharpkit.models import build_model
 from sharpkit.optim import ASAM, SAM, AverageSAM, fam_loss
-from sharpkit.train import build_loaders, initial_state, train
+from sharpkit.run.train import build_loaders, initial_state, train
 
 SIZE = {"width": 4}
 
@@ -343,7 +343,7 @@ def test_a_cut_log_is_rebuilt_from_the_checkpoint(digits, tmp_path):
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint\n", bytes(range(256)) * 20, "cut"],
                          ids=["empty", "text", "random-bytes", "cut-short"])
 def test_load_torch_names_a_damaged_file_and_never_advises_weights_only_false(tmp_path, content):
-    from sharpkit.io import DamagedFileError, save_torch
+    from sharpkit.utils.io import DamagedFileError, save_torch
 
     path = tmp_path / "file.pt"
     if content == "cut":
@@ -376,14 +376,14 @@ def test_a_second_training_into_a_busy_folder_refuses(digits, tmp_path):
     import textwrap
     import time
 
-    from sharpkit.locks import BusyError
-    from sharpkit.train import TRAIN_LOCK
+    from sharpkit.utils.locks import BusyError
+    from sharpkit.run.train import TRAIN_LOCK
 
     out = tmp_path / "run"
     ready = tmp_path / "held"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import pathlib, time
-        from sharpkit.locks import folder_lock
+        from sharpkit.utils.locks import folder_lock
         with folder_lock({str(out)!r}, name={TRAIN_LOCK!r}):
             pathlib.Path({str(ready)!r}).write_text("1")
             time.sleep(60)

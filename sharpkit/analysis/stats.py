@@ -16,7 +16,7 @@ eq. 4 of Andriushchenko et al. (2023), "A modern look at the relationship betwee
 generalization".
 
 All functions here are pure: they read the tidy frame of runs returned by
-``sharpkit.store.load_results`` (one row per run, columns ``arch``, ``dataset``, ``control``,
+``sharpkit.experiments.store.load_results`` (one row per run, columns ``arch``, ``dataset``, ``control``,
 ``seed``, ``status`` and one float column per metric, NaN when missing) and never modify it.
 Runs whose ``status`` is not ``"ok"`` (diverged, failed) are excluded from every statistic and
 counted in the output, never silently averaged.
@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from ._validation import check_choice, check_positive
-from .controls import CONTROLS
+from ..utils.validation import check_choice, check_positive
+from ..run.controls import CONTROLS
 
 __all__ = [
     "ALTERNATIVES",
@@ -64,7 +64,7 @@ ALTERNATIVES: dict[str, str] = {
     "sam_sharpness_clean": "greater",
     "relative_flatness": "greater",
     "generalization_gap": "less",
-    # Measures beyond the paper (sharpkit.evaluate.BEYOND_METRICS): "greater" = sharper (more
+    # Measures beyond the paper (sharpkit.run.evaluate.BEYOND_METRICS): "greater" = sharper (more
     # symmetric, for the asymmetry factor), the direction the paper's claim is about.
     "adaptive_average_sharpness": "greater",
     "adaptive_worst_sharpness": "greater",
@@ -218,7 +218,7 @@ def paired_wilcoxon(treatment: Sequence[float], baseline: Sequence[float],
 # --------------------------------------------------------------------------------------------------
 def _require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
     if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"Expected `df` to be a pandas DataFrame of runs (sharpkit.store.load_results), "
+        raise TypeError(f"Expected `df` to be a pandas DataFrame of runs (sharpkit.experiments.store.load_results), "
                         f"but got {type(df).__name__}.")
     missing = [c for c in columns if c not in df.columns]
     if missing and df.empty:
@@ -228,7 +228,7 @@ def _require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> Non
         raise ValueError(
             f"{what} needs the column(s) {', '.join(map(repr, missing))} in the frame of runs, but it "
             f"only has {', '.join(map(repr, df.columns))}. Pass the frame returned by "
-            f"sharpkit.store.load_results(DIR).")
+            f"sharpkit.experiments.store.load_results(DIR).")
 
 
 def _check_metric_columns(df: pd.DataFrame, metrics: Iterable[str], what: str) -> None:
@@ -271,7 +271,7 @@ def ok_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def control_order(controls: Iterable[str]) -> list[str]:
-    """Controls in the paper's order (``sharpkit.controls.CONTROLS``), unknown names after, sorted."""
+    """Controls in the paper's order (``sharpkit.run.controls.CONTROLS``), unknown names after, sorted."""
     present = set(controls)
     known = [c for c in CONTROLS if c in present]
     return known + sorted(present - set(CONTROLS))
@@ -310,7 +310,7 @@ def control_tests(df: pd.DataFrame, arch: str, dataset: str, metrics: Sequence[s
     seed instead.
 
     Args:
-        df: runs, as returned by ``sharpkit.store.load_results``.
+        df: runs, as returned by ``sharpkit.experiments.store.load_results``.
         arch, dataset: the cell to test.
         metrics: metric columns (keys of :data:`ALTERNATIVES`). Default: every metric of
             :data:`ALTERNATIVES` that is a column of ``df`` with at least one value in this cell.
@@ -424,7 +424,7 @@ def kendall_tau(df: pd.DataFrame, measure: str, evaluation: str, groups: str | S
     ``attrs["n_excluded"]``; rows with NaN in either column are dropped (counted in ``n_dropped``).
 
     Args:
-        df: one row per model (e.g. ``sharpkit.store.load_results``).
+        df: one row per model (e.g. ``sharpkit.experiments.store.load_results``).
         measure, evaluation: numeric columns of ``df``.
         groups: None, a column name or a list of column names (e.g. ``"control"`` or
             ``["arch", "dataset"]``); tau is then also computed within each group.

@@ -1,4 +1,4 @@
-"""sharpkit.stats against direct formulas and direct scipy computations on synthetic frames of runs."""
+"""sharpkit.analysis.stats against direct formulas and direct scipy computations on synthetic frames of runs."""
 from __future__ import annotations
 
 import math
@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from sharpkit.controls import PAPER_CONTROLS
-from sharpkit.stats import (
+from sharpkit.run.controls import PAPER_CONTROLS
+from sharpkit.analysis.stats import (
     ALTERNATIVES,
     control_tests,
     kendall_tau,

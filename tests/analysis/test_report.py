@@ -1,4 +1,4 @@
-"""sharpkit.report: the paper's tables from the shipped CSV, tables from synthetic runs against an
+"""sharpkit.analysis.report: the paper's tables from the shipped CSV, tables from synthetic runs against an
 independent recomputation, bold cells, excluded runs, and the paper's findings."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from sharpkit.controls import CONTROLS, PAPER_CONTROLS
-from sharpkit.report import (
+from sharpkit.run.controls import CONTROLS, PAPER_CONTROLS
+from sharpkit.analysis.report import (
     EVALUATION_METRICS,
     SHARPNESS_METRICS,
     TABLE_METRICS,
@@ -375,8 +375,8 @@ def test_asymmetry_curves_groups_the_stored_curves_by_control(tmp_path):
 
 
 def test_every_measure_error_and_control_has_a_display_label():
-    from sharpkit.evaluate import BEYOND_METRICS
-    from sharpkit.report import DISPLAY_LABELS, ERROR_EVALUATIONS
+    from sharpkit.run.evaluate import BEYOND_METRICS
+    from sharpkit.analysis.report import DISPLAY_LABELS, ERROR_EVALUATIONS
 
     assert set(TABLE_METRICS) | set(BEYOND_METRICS) | set(ERROR_EVALUATIONS) | set(CONTROLS) <= set(DISPLAY_LABELS)
     errors = with_errors(pd.DataFrame({"test_accuracy": [0.5], "corruption_accuracy": [50.0], "test_ece": [0.1],
@@ -385,7 +385,7 @@ def test_every_measure_error_and_control_has_a_display_label():
 
 
 def test_convergence_counts_runs_below_the_target_and_never_drops_excluded_runs():
-    from sharpkit.report import convergence, convergence_sentences
+    from sharpkit.analysis.report import convergence, convergence_sentences
 
     df = make_runs()
     df["train_accuracy"] = 1.0

@@ -1,4 +1,4 @@
-"""sharpkit.locks: a held lock refuses a second holder with a message naming the first; a lock whose holder
+"""sharpkit.utils.locks: a held lock refuses a second holder with a message naming the first; a lock whose holder
 died is free at once; waiting for a brief holder works."""
 import os
 import signal
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from sharpkit.locks import BusyError, folder_lock
+from sharpkit.utils.locks import BusyError, folder_lock
 
 
 def _holder(folder, seconds=60):
@@ -17,7 +17,7 @@ def _holder(folder, seconds=60):
     ready = folder / "held"
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time, pathlib
-        from sharpkit.locks import folder_lock
+        from sharpkit.utils.locks import folder_lock
         with folder_lock({str(folder)!r}):
             pathlib.Path({str(ready)!r}).write_text("1")
             time.sleep({seconds})

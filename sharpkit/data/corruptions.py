@@ -72,7 +72,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from sharpkit._validation import check_positive
+from sharpkit.utils.validation import check_positive
 
 CIFAR_C_CORRUPTIONS: tuple[str, ...] = (
     "gaussian_noise",

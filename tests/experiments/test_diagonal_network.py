@@ -6,16 +6,16 @@ import pytest
 import torch
 
 from sharpkit.cli import main
-from sharpkit.diagonal_network import (
+from sharpkit.experiments.diagonal_network import (
     DiagonalNetworkSettings,
     SparseRegression,
     diagonal_network_experiment,
     diagonal_network_hessian,
     diagonal_network_loss,
     diagonal_network_measures,
-    measure_taus,
     train_diagonal_networks,
 )
+from sharpkit.analysis.diagonal_network import measure_taus
 
 
 def _random_point(n=7, d=5, seed=0):

@@ -21,13 +21,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._validation import check_choice, check_positive
-from .config import TrainConfig
-from .evaluate import EvalSettings, evaluate_run
-from .io import write_json
-from .locks import BusyError, folder_lock
+from ..utils.validation import check_choice, check_positive
+from ..run.config import TrainConfig
+from ..run.evaluate import EvalSettings, evaluate_run
+from ..utils.io import write_json
+from ..utils.locks import BusyError, folder_lock
 from .profiles import Profile, RunSpec
-from .provenance import package_versions, pinned_code_version, provenance, utc_now
+from ..utils.provenance import package_versions, pinned_code_version, provenance, utc_now
 from .store import STORE_SCHEMA_VERSION, ResultStore, default_cache_dir, profile_cache_dir
 
 EXECUTORS = ("local", "slurm")
@@ -85,7 +85,7 @@ def run_one(spec_data: dict[str, Any], results_root: str, cache_dir: str, profil
 
 def _run_locked(spec: RunSpec, result_path: Path, work: Path, cache_dir: str, profile_version: int,
                 data_root: str | None, device: str, progress: bool, datasets: dict[str, Any] | None) -> str:
-    from .train import resolve_device, train
+    from ..run.train import resolve_device, train
 
     dataset = (datasets or {}).get(spec.config.dataset)
     started = time.perf_counter()
@@ -137,7 +137,7 @@ def _same_arithmetic(trained_on: dict[str, Any], device: torch.device, threads: 
     if torch.device(hardware.get("device", "cpu")).type != device.type:
         return False
     if device.type == "cpu":
-        from .provenance import _cpu_flags
+        from ..utils.provenance import _cpu_flags
 
         # Other kernel-relevant CPU features (AVX-512, AMX, ...) pick other kernels; records older than the
         # flags' provenance field cannot tell, and keep the old rule.
@@ -276,7 +276,7 @@ def sweep(profile: Profile, results_root: str | Path = "results", *, executor: s
         threads: CPU threads per run (:func:`resolve_threads`: default the store's, else 1); pinned in the
             store's sweep.json, so that any number of workers gives the same bits.
 
-    Every record names the git state at the start of the sweep (:func:`sharpkit.provenance.pinned_code_version`).
+    Every record names the git state at the start of the sweep (:func:`sharpkit.utils.provenance.pinned_code_version`).
     """
     check_choice("executor", executor, EXECUTORS)
     check_positive("workers", workers, integer=True)
@@ -367,7 +367,7 @@ def _run_inline(pending: list[RunSpec], args: list[tuple], data_root: str | None
                 finished) -> None:
     from tqdm import tqdm
 
-    from .data import load_dataset
+    from ..data import load_dataset
 
     datasets: dict[str, Any] = {}
     for spec, arg in tqdm(list(zip(pending, args)), desc="sweep", unit="run", disable=not progress):
@@ -441,8 +441,8 @@ def measure_step_time(config: TrainConfig, device: str = "auto", probe_batch: in
     linearly."""
     import contextlib
 
-    from .models import build_model, model_knobs
-    from .train import _size_kwargs, resolve_device
+    from ..models import build_model, model_knobs
+    from ..run.train import _size_kwargs, resolve_device
 
     dev = resolve_device(device)
     probe_batch = probe_batch or min(config.batch_size, 128)
@@ -496,7 +496,7 @@ def evaluation_forward_images(config: TrainConfig, settings: EvalSettings) -> in
     """How many image forward passes (eval mode) the per-epoch test passes and the evaluation of one run
     cost, counted from the metric settings: the cost model of the dry run (a backward pass counts as two
     forwards)."""
-    from .corruptions import CORRUPTIONS, SEVERITIES
+    from ..data.corruptions import CORRUPTIONS, SEVERITIES
 
     train_images = _train_size(config)
     test_images = config.test_subset or 10_000
@@ -561,7 +561,7 @@ def dry_run(profile: Profile, measure: bool = True, device: str = "auto", log=pr
         size = json.dumps(exp.model_size, separators=(",", ":")) if exp.model_size else "paper size"
         log(f"{exp.dataset[-28:]:28s} {exp.arch:9s} {size[:22]:22s} {len(exp_runs):5d} {config.epochs:6d} "
             f"{steps:9d} {step_time:7.3f} {_duration(seconds):>8s} {_duration(eval_seconds):>8s}")
-    from .train import resolve_device
+    from ..run.train import resolve_device
 
     cache = profile_cache_dir(profile.name, cache_dir)
     reusable = 0

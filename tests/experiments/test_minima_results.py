@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from sharpkit.controls import get_control
-from sharpkit.profiles import get_profile
+from sharpkit.run.controls import get_control
+from sharpkit.experiments.profiles import get_profile
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STORE = REPO / "results" / "cifar10-minima"
 TARGET = 0.99
 

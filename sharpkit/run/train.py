@@ -34,16 +34,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import __version__
+from .. import __version__
 from .config import TrainConfig
-from .data.loader import derived_generator
-from .data import DeviceLoader, ImageDataset, load_dataset, subset_indices
-from .io import DamagedFileError, load_torch, save_torch, write_json, write_text
-from .locks import folder_lock
-from .models import build_model
-from .optim import ASAM, SAM, AverageSAM, fam_penalty, kwon_param_groups
-from .provenance import provenance, utc_now
-from .seeding import seed_everything
+from ..data.loader import derived_generator
+from ..data import DeviceLoader, ImageDataset, load_dataset, subset_indices
+from ..utils.io import DamagedFileError, load_torch, save_torch, write_json, write_text
+from ..utils.locks import folder_lock
+from ..models import build_model
+from ..optim import ASAM, SAM, AverageSAM, fam_penalty, kwon_param_groups
+from ..utils.provenance import provenance, utc_now
+from ..utils.seeding import seed_everything
 
 RESULT_SCHEMA_VERSION = 1
 
@@ -210,7 +210,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, data_root: str | None = N
         dataset: an already loaded dataset (skips loading; must be ``config.dataset``).
 
     Raises:
-        sharpkit.locks.BusyError: another live process is training into ``out_dir`` (two runs into one
+        sharpkit.utils.locks.BusyError: another live process is training into ``out_dir`` (two runs into one
             folder would overwrite each other's checkpoint; the lock of a process that ended is free).
     """
     out = Path(out_dir)

@@ -1,8 +1,8 @@
 """Controls, recipes and the typed run config."""
 import pytest
 
-from sharpkit.config import TrainConfig, make_train_config
-from sharpkit.controls import CONTROLS, PAPER_CONTROLS, recipe_for
+from sharpkit.run.config import TrainConfig, make_train_config
+from sharpkit.run.controls import CONTROLS, PAPER_CONTROLS, recipe_for
 
 
 def test_six_controls_as_in_the_paper():

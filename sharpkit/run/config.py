@@ -6,9 +6,9 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from ._validation import check_choice, check_positive
+from ..utils.validation import check_choice, check_positive
 from .controls import SAM_VARIANTS, get_control, recipe_for
-from .data.loader import AUGMENTATIONS
+from ..data.loader import AUGMENTATIONS
 
 SCHEDULERS = ("none", "cosine")
 SCHEDULER_STEPS = ("epoch", "batch")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._validation import check_choice
+from ..utils.validation import check_choice
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._validation import check_choice
-from .controls import CONTROLS
+from ..utils.validation import check_choice
+from ..run.controls import CONTROLS
 from .stats import (
     PairedTest,
     _require_columns,
@@ -317,11 +317,11 @@ def _title(arch: str, dataset: str) -> str:
 def results_table(df: pd.DataFrame, arch: str, dataset: str, title: str | None = None) -> ResultsTable:
     """Table of one (arch, dataset) of a frame of runs, in the paper's layout.
 
-    Rows: the controls in the paper's order (``sharpkit.controls.CONTROLS``). A control with no run in
+    Rows: the controls in the paper's order (``sharpkit.run.controls.CONTROLS``). A control with no run in
     the frame is omitted; a control whose runs were all excluded (diverged) is shown with empty cells
     and its excluded count, so it never disappears silently. Columns: the :data:`TABLE_METRICS` that
     have at least one value in this (arch, dataset); like the paper's TinyImageNet tables, a metric
-    that was not computed is omitted. Cells: :func:`sharpkit.stats.mean_sem` over the seeds of status
+    that was not computed is omitted. Cells: :func:`sharpkit.analysis.stats.mean_sem` over the seeds of status
     ``"ok"`` with a value (ddof=0, the paper's convention). Bold: the best mean of each evaluation
     column (all tied means).
 
@@ -551,7 +551,7 @@ def claims(df: pd.DataFrame) -> pd.DataFrame:
        "best > Baseline". Does not hold when Baseline itself is the best.
 
     ``holds`` compares means, as the paper's text does; ``p_value`` (uncorrected, one-sided, over
-    seeds of status ``"ok"`` paired by seed, :func:`sharpkit.stats.paired_wilcoxon`) and
+    seeds of status ``"ok"`` paired by seed, :func:`sharpkit.analysis.stats.paired_wilcoxon`) and
     ``effect_size`` (rank-biserial) say how sure that is. ``value`` is the mean of ``control``,
     ``reference_value`` the mean of ``reference``, ``baseline_value`` Baseline's mean of ``metric``;
     ``evaluation`` names the evaluation of claim 3. ``n_excluded``: runs of the (arch, dataset) left out
@@ -618,7 +618,7 @@ def paper_dataset(dataset: str) -> str:
     The paper's names (and their ``-c`` corrupted sets) map to themselves; an ``npz:`` file whose name
     starts with one of them to that dataset (``npz:../shared/data/cifar10-jpeg-20k.npz`` -> ``cifar10``);
     every other dataset (``digits``, other files) to ``cifar10``, the closest of the paper's datasets,
-    as :func:`sharpkit.controls.recipe_for` does for the training recipe. The result differs from
+    as :func:`sharpkit.run.controls.recipe_for` does for the training recipe. The result differs from
     ``dataset`` exactly when the data are a stand-in, which a page should say.
     """
     if not isinstance(dataset, str) or not dataset:
@@ -639,7 +639,7 @@ def paper_dataset(dataset: str) -> str:
 
 def accuracy_levels(df: pd.DataFrame) -> pd.DataFrame:
     """Where our accuracy stands against the paper's, per (arch, dataset) of ``df`` (runs of status "ok"
-    from :func:`sharpkit.store.load_results`): the Baseline's and the best control's mean test accuracy,
+    from :func:`sharpkit.experiments.store.load_results`): the Baseline's and the best control's mean test accuracy,
     theirs from the paper's table for the same arch and the dataset our data stands for
     (:func:`paper_dataset`), and the gain of the best control over Baseline on both sides.
 
@@ -691,7 +691,7 @@ def asymmetry_curves(results_dir: str | Path, profile: str,
     """The 1-D loss curves stored with the asymmetry factor of each run in ``runs`` (rows with ``run_id``
     and ``control``), grouped by control: ``{control: [(alphas, loss increases), ...]}`` in the order of
     ``runs``. Runs measured without ``asymmetry_factor`` are skipped."""
-    from .store import load_run_record  # the store pulls in torch; the tables need neither
+    from ..experiments.store import load_run_record  # the store pulls in torch; the tables need neither
 
     _require_columns(runs, ("run_id", "control"), "asymmetry_curves")
     curves: dict[str, list[tuple[list[float], list[float]]]] = {}
@@ -710,7 +710,7 @@ MINIMUM_TARGET = 0.99  # eval-mode training accuracy of a run "at a minimum" (is
 
 
 def convergence(df: pd.DataFrame, target: float = MINIMUM_TARGET) -> pd.DataFrame:
-    """How well the runs of ``df`` (:func:`sharpkit.store.load_results`) fit their training subsets, per
+    """How well the runs of ``df`` (:func:`sharpkit.experiments.store.load_results`) fit their training subsets, per
     (arch, dataset, control): eval-mode training accuracy over the whole clean training subset (``mean``,
     ``min`` over seeds of status "ok"), the final training loss in eval mode where recorded (``loss``),
     ``n`` runs, ``below`` how many are under ``target``, and ``augmented`` (augmentation controls are not

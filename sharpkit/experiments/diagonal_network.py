@@ -46,11 +46,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ._validation import check_positive
-from .stats import kendall_tau
+from ..utils.validation import check_positive
 
 __all__ = ["DiagonalNetworkSettings", "SparseRegression", "diagonal_network_experiment",
-           "diagonal_network_hessian", "diagonal_network_loss", "diagonal_network_measures", "measure_taus",
+           "diagonal_network_hessian", "diagonal_network_loss", "diagonal_network_measures",
            "train_diagonal_networks", "MEASURES"]
 
 # Sharpness measures (columns of the experiment's frame) and what they approximate at a minimum.
@@ -227,16 +226,3 @@ def diagonal_network_experiment(task: SparseRegression = SparseRegression(),
     frame = pd.DataFrame(rows)
     frame.attrs.update(task=asdict(task), settings=asdict(settings))
     return frame
-
-
-def measure_taus(frame: pd.DataFrame, evaluation: str = "test_loss", n_boot: int = 1000,
-                 seed: int = 0) -> pd.DataFrame:
-    """Kendall's tau (with bootstrap interval, :func:`sharpkit.stats.kendall_tau`) between each measure
-    (and :math:`\\|\\beta\\|_1`) and ``evaluation`` over the converged networks, one row per measure."""
-    rows = []
-    for measure in (*MEASURES, "l1_norm"):
-        tau = kendall_tau(frame, measure, evaluation, n_boot=n_boot, seed=seed)
-        record = tau.iloc[0].to_dict()
-        record["measure"] = measure
-        rows.append(record)
-    return pd.DataFrame(rows).set_index("measure")

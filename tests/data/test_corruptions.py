@@ -1,4 +1,4 @@
-"""Tests of sharpkit.corruptions against direct computations written here (numpy, PIL, colorsys,
+"""Tests of sharpkit.data.corruptions against direct computations written here (numpy, PIL, colorsys,
 scipy.ndimage), on small synthetic images (smooth colour fields with hard-edged rectangles)."""
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from sharpkit import corruptions as C
-from sharpkit.corruptions import CIFAR_C_CORRUPTIONS, CORRUPTIONS, corrupt, write_corrupted_npy
+from sharpkit.data import corruptions as C
+from sharpkit.data.corruptions import CIFAR_C_CORRUPTIONS, CORRUPTIONS, corrupt, write_corrupted_npy
 
 RANDOM = (
     "gaussian_noise",

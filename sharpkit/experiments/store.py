@@ -22,11 +22,11 @@ from typing import Any
 
 import pandas as pd
 
-from .config import TrainConfig
-from .evaluate import EvalSettings, decode_predictions
-from .io import write_json
-from .locks import folder_lock
-from .metrics import prediction_disagreement
+from ..run.config import TrainConfig
+from ..run.evaluate import EvalSettings, decode_predictions
+from ..utils.io import write_json
+from ..utils.locks import folder_lock
+from ..metrics import prediction_disagreement
 from .profiles import Profile, RunSpec
 
 STORE_SCHEMA_VERSION = 1
@@ -157,7 +157,7 @@ class ResultStore:
 
     def pin_threads(self, threads: int) -> None:
         """Record the CPU threads per run of this store's results in sweep.json (once; see
-        :func:`sharpkit.sweep.resolve_threads`)."""
+        :func:`sharpkit.experiments.sweep.resolve_threads`)."""
         with folder_lock(self.root, "an update of sweep.json", wait_s=60):
             info = self.open()
             if info.get("threads_per_run") != threads:

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from sharpkit import plots  # noqa: E402
+from sharpkit.analysis import plots  # noqa: E402
 
 
 def test_tau_heatmap_lays_out_measures_by_evaluations_with_their_values():

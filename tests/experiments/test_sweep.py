@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from sharpkit.profiles import get_profile
-from sharpkit.store import StoreError, load_results, load_sweep_info
-from sharpkit.sweep import dry_run, sweep
+from sharpkit.experiments.profiles import get_profile
+from sharpkit.experiments.store import StoreError, load_results, load_sweep_info
+from sharpkit.experiments.sweep import dry_run, sweep
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 MICRO_SOURCE = """
-from sharpkit.evaluate import EvalSettings
-from sharpkit.profiles import Experiment, Profile
+from sharpkit.run.evaluate import EvalSettings
+from sharpkit.experiments.profiles import Experiment, Profile
 
 def micro_profile(lr=0.05):
     evaluation = EvalSettings(sam_samples=2, corruption_subset=8, batch_size=32)
@@ -77,7 +77,7 @@ def test_a_second_sweep_skips_everything(reference, tmp_path):
 def test_sigkill_at_random_moments_then_resume_gives_identical_results(reference, tmp_path):
     script = tmp_path / "run_sweep.py"
     script.write_text(MICRO_SOURCE + textwrap.dedent(f"""
-        from sharpkit.sweep import sweep
+        from sharpkit.experiments.sweep import sweep
         sweep(micro_profile(), {str(tmp_path / 'results')!r}, cache_dir={str(tmp_path / 'cache')!r}, progress=False)
     """))
     rng = random.Random(0)
@@ -204,7 +204,7 @@ def test_report_cli_prints_tables_and_claims(reference, capsys, tmp_path):
 
 
 def test_verify_reruns_stored_runs_and_passes(reference, capsys):
-    from sharpkit.sweep import verify
+    from sharpkit.experiments.sweep import verify
 
     outcomes = verify(micro_profile(), reference, 1, device="cpu", log=print)
     assert len(outcomes) == 1 and outcomes[0].passed
@@ -214,7 +214,7 @@ def test_verify_reruns_stored_runs_and_passes(reference, capsys):
 def test_verify_detects_a_changed_metric(reference, tmp_path):
     import shutil
 
-    from sharpkit.sweep import verify
+    from sharpkit.experiments.sweep import verify
 
     shutil.copytree(reference, tmp_path / "results")
     for path in (tmp_path / "results" / "micro" / "runs").glob("*/result.json"):
@@ -240,8 +240,8 @@ def test_two_local_workers_give_bit_identical_results_to_one(reference, tmp_path
 def test_a_store_keeps_its_thread_count(reference, tmp_path):
     import shutil
 
-    from sharpkit.store import ResultStore
-    from sharpkit.sweep import resolve_threads
+    from sharpkit.experiments.store import ResultStore
+    from sharpkit.experiments.sweep import resolve_threads
 
     root = tmp_path / "results"
     shutil.copytree(reference, root)
@@ -329,7 +329,7 @@ def test_a_profile_that_only_measures_more_reuses_the_training_and_matches_a_fre
 def test_reuse_needs_the_same_config_and_arithmetic_and_survives_a_crash_after_the_copy(reference, tmp_path):
     import torch
 
-    from sharpkit.sweep import REUSED_FROM, reuse_training, run_one
+    from sharpkit.experiments.sweep import REUSED_FROM, reuse_training, run_one
 
     roots = [reference.parent / "cache" / "work"]
     spec = micro_profile().runs()[0]
@@ -361,7 +361,7 @@ def test_reuse_needs_the_same_config_and_arithmetic_and_survives_a_crash_after_t
 
 
 def test_trainings_are_looked_for_in_every_default_profile_cache_but_only_in_an_explicit_one(tmp_path, monkeypatch):
-    from sharpkit.sweep import _work_roots
+    from sharpkit.experiments.sweep import _work_roots
 
     monkeypatch.setenv("SHARPKIT_CACHE", str(tmp_path / "runs"))
     for name in ("cifar10-mini", "beyond-cifar10", "smoke"):
@@ -379,7 +379,7 @@ def test_every_record_of_a_sweep_names_the_code_it_started_with(tmp_path, monkey
     import itertools
     import subprocess
 
-    from sharpkit import provenance
+    from sharpkit.utils import provenance
 
     calls = itertools.count()
     monkeypatch.setattr(provenance, "git_commit", lambda path=None: {"commit": f"state{next(calls)}", "dirty": False})
@@ -393,7 +393,7 @@ def test_every_record_of_a_sweep_names_the_code_it_started_with(tmp_path, monkey
     assert provenance.CODE_VERSION_ENV not in os.environ  # unpinned after the sweep
     with provenance.pinned_code_version():
         pinned = provenance.code_version()["commit"]
-        child = subprocess.run([sys.executable, "-c", "from sharpkit.provenance import code_version; "
+        child = subprocess.run([sys.executable, "-c", "from sharpkit.utils.provenance import code_version; "
                                 "print(code_version()['commit'])"], capture_output=True, text=True, check=True)
     assert pinned == "state1" and child.stdout.strip() == "state1"  # the child would have asked git itself
     with provenance.pinned_code_version():  # a pin from another checkout of sharpkit is not ours
@@ -405,7 +405,7 @@ def test_every_record_of_a_sweep_names_the_code_it_started_with(tmp_path, monkey
 def test_each_invocation_is_journalled_after_every_run_even_when_killed(tmp_path, monkeypatch):
     """sweep.json records an invocation as soon as it starts and after every finished run, so a sweep that
     dies (here: its third run raises) still shows the runs and the wall time it did."""
-    import sharpkit.sweep as sweep_module
+    import sharpkit.experiments.sweep as sweep_module
 
     calls = []
     real = sweep_module.run_one
@@ -444,7 +444,7 @@ def test_cells_are_rebuilt_when_nothing_is_pending(reference, tmp_path):
 
 
 def test_dry_run_cost_model_counts_test_passes_and_evaluation_and_splits_over_workers():
-    from sharpkit.sweep import evaluation_forward_images
+    from sharpkit.experiments.sweep import evaluation_forward_images
 
     profile = micro_profile()
     spec = profile.runs()[0]
@@ -468,7 +468,7 @@ def test_two_concurrent_sweeps_on_one_store_do_every_run_once(reference, tmp_pat
     script = tmp_path / "run_sweep.py"
     script.write_text(MICRO_SOURCE + textwrap.dedent("""
         import json, sys
-        from sharpkit.sweep import sweep
+        from sharpkit.experiments.sweep import sweep
         summary = sweep(micro_profile(), sys.argv[1], cache_dir=sys.argv[2], progress=False, log=lambda *_: None)
         print(json.dumps({"ran": summary.ran, "busy": summary.busy, "skipped": summary.skipped}))
     """))
@@ -496,7 +496,7 @@ def test_verify_on_other_arithmetic_checks_in_distribution(reference, tmp_path):
     compared bit for bit: verify says so and checks each metric against the cell's other seeds instead."""
     import shutil
 
-    from sharpkit.sweep import verify
+    from sharpkit.experiments.sweep import verify
 
     shutil.copytree(reference, tmp_path / "results")
     for path in (tmp_path / "results" / "micro" / "runs").glob("*/result.json"):
@@ -514,7 +514,7 @@ def test_verify_on_other_arithmetic_checks_in_distribution(reference, tmp_path):
 def test_in_distribution_check_accepts_a_seed_like_value_and_rejects_an_outlier():
     import numpy as np
 
-    from sharpkit.sweep import _in_distribution
+    from sharpkit.experiments.sweep import _in_distribution
 
     rng = np.random.default_rng(0)
     seeds = {"test_accuracy": list(0.40 + 0.01 * rng.standard_normal(9)), "train.train_loss": [0.01] * 9}

@@ -1,4 +1,4 @@
-"""Figures of the book, as functions over the frames of :mod:`sharpkit.store` and :mod:`sharpkit.stats`
+"""Figures of the book, as functions over the frames of :mod:`sharpkit.experiments.store` and :mod:`sharpkit.analysis.stats`
 (matplotlib, imported lazily so the package does not need it)."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ __all__ = ["loss_curves", "sharpness_scatter", "tau_heatmap"]
 
 def tau_heatmap(taus: pd.DataFrame, labels: Mapping[str, str] | None = None, title: str = "", ax: Any = None):
     """Heatmap of Kendall's tau (rows: measures, columns: evaluations, in the order they first appear in
-    ``taus``, the frame of :func:`sharpkit.stats.kendall_tau_grid`), each cell annotated with tau and its
+    ``taus``, the frame of :func:`sharpkit.analysis.stats.kendall_tau_grid`), each cell annotated with tau and its
     bootstrap interval, on a diverging scale from -1 to 1. Returns the axes."""
     import matplotlib.pyplot as plt
 
