@@ -7,11 +7,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?=
 
-.PHONY: help venv test book benchmark clean
+.PHONY: help venv test test-fast book benchmark clean
 
 help:
 	@echo "make book [PROFILE=name]  set up .venv, run the sweep (stored results are reused) and build the book"
-	@echo "make test                 set up .venv and run every test"
+	@echo "make test                 set up .venv and run every test (prints the 20 slowest)"
+	@echo "make test-fast            the unit tier only (no book, no sweeps, no wheel): minutes, for use between edits"
 	@echo "make benchmark            run the benchmarks in benchmarks/"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -24,7 +25,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 venv: $(VENV)/.installed
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
+
+# The tiers are assigned in conftest.py (by folder) and registered in pyproject.toml.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m unit --durations=10
 
 # Picks cifar10-minima, else cifar10-mini, when all of its results are stored in the repository, else digits-mini (trains offline in
 # minutes); PROFILE=... overrides. Writes the site to _build/html.

@@ -26,6 +26,7 @@ from pathlib import Path
 from scipy import stats
 
 from sharpkit.experiments.profiles import get_profile
+from sharpkit.utils.parallel import process_map
 from sharpkit.run.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,13 +77,7 @@ def main() -> None:
         work = args.work or tmp
         # Threads as the sweep's workers: one each (set explicitly, whatever --jobs).
         jobs = [(profile.name, arch, seed, bf16, work, 1) for bf16 in precisions for arch in archs for seed in args.seeds]
-        if args.jobs > 1:
-            import multiprocessing as mp
-
-            with mp.get_context("spawn").Pool(args.jobs) as pool:
-                rows = pool.map(trained, jobs, chunksize=1)
-        else:
-            rows = [trained(job) for job in jobs]
+        rows = process_map(trained, jobs, args.jobs)
     if args.only:
         print(f"trained the {args.only} Baselines into {work}; run again without --only for the comparison")
         return

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sharpkit.data import ImageDataset, load_dataset, subset_indices
 from sharpkit.experiments.profiles import get_profile
+from sharpkit.utils.parallel import process_map
 from sharpkit.run.train import train
 
 
@@ -106,13 +107,7 @@ def main() -> None:
         jobs = [(profile.name, exp.arch, control, rate, args.held_out, tmp, 1 if args.jobs > 1 else None)
                 for exp in profile.experiments if not args.archs or exp.arch in args.archs
                 for control in args.controls for rate in args.rates]
-        if args.jobs > 1:
-            import multiprocessing as mp
-
-            with mp.get_context("spawn").Pool(args.jobs) as pool:
-                rows = pool.map(probe, jobs, chunksize=1)
-        else:
-            rows = [probe(job) for job in jobs]
+        rows = process_map(probe, jobs, args.jobs)
     record = {"profile": profile.name, "rates": args.rates, "held_out": args.held_out, "rows": rows}
     if args.out:  # the probes are kept even when no rate qualifies
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

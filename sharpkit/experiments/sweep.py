@@ -27,7 +27,8 @@ from ..run.evaluate import EvalSettings, evaluate_run
 from ..utils.io import write_json
 from ..utils.locks import BusyError, folder_lock
 from .profiles import Profile, RunSpec
-from ..utils.provenance import package_versions, pinned_code_version, provenance, utc_now
+from ..utils.provenance import (arithmetic_differences, hardware, package_versions, pinned_code_version, provenance,
+                               utc_now)
 from .store import STORE_SCHEMA_VERSION, ResultStore, default_cache_dir, profile_cache_dir
 
 EXECUTORS = ("local", "slurm")
@@ -128,24 +129,12 @@ def _work_roots(cache: Path) -> list[Path]:
 
 
 def _same_arithmetic(trained_on: dict[str, Any], device: torch.device, threads: int | None = None) -> bool:
-    """Whether a training recorded with provenance ``trained_on`` would come out the same here: the same
-    torch, the same device type, and on a CPU the same thread count (reductions split by threads round
-    differently; ``threads`` defaults to this process's), on a GPU the same GPU model."""
-    hardware = trained_on.get("hardware", {})
-    if trained_on.get("versions", {}).get("torch") != package_versions()["torch"]:  # as provenance records it
-        return False
-    if torch.device(hardware.get("device", "cpu")).type != device.type:
-        return False
-    if device.type == "cpu":
-        from ..utils.provenance import _cpu_flags
-
-        # Other kernel-relevant CPU features (AVX-512, AMX, ...) pick other kernels; records older than the
-        # flags' provenance field cannot tell, and keep the old rule.
-        flags = hardware.get("cpu_flags")
-        if flags is not None and flags != _cpu_flags():
-            return False
-        return hardware.get("cpu_count") == (threads or torch.get_num_threads())
-    return hardware.get("gpu") == torch.cuda.get_device_name(device)
+    """Whether a training recorded with provenance ``trained_on`` would come out the same here
+    (:func:`sharpkit.utils.provenance.arithmetic_differences` finds nothing), with ``threads`` threads per
+    process (default: this process's); reductions split by threads round differently."""
+    here = {"versions": package_versions(), "hardware": hardware(device)}
+    here["hardware"]["cpu_count"] = threads or torch.get_num_threads()
+    return not arithmetic_differences(trained_on, here)
 
 
 def finished_trainings(work_roots: list[Path]) -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
@@ -250,6 +239,11 @@ def resolve_threads(store: ResultStore, requested: int | None) -> int:
 def run_with_threads(spec_data: dict[str, Any], results_root: str, cache_dir: str, version: int,
                      data_root: str | None, device: str, threads: int) -> str:
     """:func:`run_one` in a process of its own (a pool worker, a Slurm job) at ``threads`` CPU threads."""
+    from ..utils.plugins import load_plugins
+
+    # A fresh process knows only the built-in models and datasets: import the user's modules the command that
+    # started it named ($SHARPKIT_IMPORT, inherited) and the installed entry points, as that command did.
+    load_plugins()
     torch.set_num_threads(threads)
     return run_one(spec_data, results_root, cache_dir, version, data_root, device)
 
@@ -639,26 +633,7 @@ def _compare_records(stored: dict[str, Any], fresh: dict[str, Any]) -> tuple[boo
     return passed, notes
 
 
-# What decides the arithmetic of a stored run besides its config: provenance fields that, when they differ,
-# make a bitwise comparison meaningless (other kernels, another reduction order).
-ARITHMETIC_HARDWARE = ("cpu", "cpu_count", "cpu_capability", "cpu_flags", "gpu", "cuda")
 VERIFY_FALSE_ALARM = 0.01  # per run: the in-distribution check's chance of failing a faithful re-run
-
-
-def arithmetic_differences(stored: dict[str, Any], fresh: dict[str, Any]) -> list[str]:
-    """Where the arithmetic of two records' provenance differs (torch version, device type and the
-    :data:`ARITHMETIC_HARDWARE` fields both records have); empty when a bitwise comparison is meaningful."""
-    a, b = stored.get("provenance", {}), fresh.get("provenance", {})
-    notes = []
-    if a.get("versions", {}).get("torch") != b.get("versions", {}).get("torch"):
-        notes.append(f"torch {a.get('versions', {}).get('torch')} vs {b.get('versions', {}).get('torch')}")
-    ha, hb = a.get("hardware", {}), b.get("hardware", {})
-    if torch.device(ha.get("device", "cpu")).type != torch.device(hb.get("device", "cpu")).type:
-        notes.append(f"device {ha.get('device')} vs {hb.get('device')}")
-    for key in ARITHMETIC_HARDWARE:
-        if key in ha and key in hb and ha[key] != hb[key]:
-            notes.append(f"{key} {ha[key]!r} vs {hb[key]!r}")
-    return notes
 
 
 def _cell_values(store: ResultStore, spec: RunSpec) -> dict[str, list[float]]:
@@ -744,7 +719,7 @@ def verify(profile: Profile, results_root: str | Path, k: int, *, seed: int = 0,
             finally:
                 torch.set_num_threads(previous)
             fresh = json.loads((Path(tmp) / "results" / spec.profile / "runs" / spec.run_id / "result.json").read_text())
-            differences = arithmetic_differences(stored, fresh)
+            differences = arithmetic_differences(stored.get("provenance", {}), fresh.get("provenance", {}))
             count = len(_metric_pairs(stored))
             label = f"{spec.config.arch}/{spec.config.control}/seed{spec.config.seed}"
             if not differences:

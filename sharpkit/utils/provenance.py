@@ -106,6 +106,19 @@ def _cpu_flags() -> list[str]:
     return []
 
 
+# Environment variables that change which kernels run (and so the bits of a result) without changing
+# anything else a record holds: oneDNN's ISA cap and floating-point mode, MKL's conditional numerical
+# reproducibility and instruction cap, ATen's vector kernel set, cuBLAS's workspace (deterministic GEMMs) and
+# the TF32 override of NVIDIA's libraries. Recorded when set; a record without the field had none set.
+KERNEL_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", "MKL_CBWR",
+              "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY", "CUBLAS_WORKSPACE_CONFIG", "NVIDIA_TF32_OVERRIDE")
+
+
+def kernel_env() -> dict[str, str]:
+    """The variables of :data:`KERNEL_ENV` set in this process's environment."""
+    return {name: os.environ[name] for name in KERNEL_ENV if name in os.environ}
+
+
 def hardware(device: torch.device | str | None = None) -> dict[str, Any]:
     device = torch.device(device) if device is not None else torch.device("cpu")
     info: dict[str, Any] = {
@@ -116,11 +129,38 @@ def hardware(device: torch.device | str | None = None) -> dict[str, Any]:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the ATen kernel set in use
         "cpu_flags": _cpu_flags(),
         "platform": platform.platform(),
+        "kernel_env": kernel_env(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
     return info
+
+
+# What decides the arithmetic of a result besides its config: hardware fields that, when two records
+# differ in one, make a bitwise comparison of their results meaningless (other kernels, another reduction
+# order). Compared where both records have the field (older records lack the newer ones), except
+# ``kernel_env``, whose absence means that none of the variables was set.
+ARITHMETIC_HARDWARE = ("cpu", "cpu_count", "cpu_capability", "cpu_flags", "gpu", "cuda")
+
+
+def arithmetic_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """Where the arithmetic of two provenance records (:func:`provenance`) differs: torch version, device
+    type, :data:`ARITHMETIC_HARDWARE` and the kernel environment. Empty when the same config trained under
+    both would give the same bits, so that a bitwise comparison is meaningful."""
+    notes = []
+    torch_a, torch_b = a.get("versions", {}).get("torch"), b.get("versions", {}).get("torch")
+    if torch_a != torch_b:
+        notes.append(f"torch {torch_a} vs {torch_b}")
+    ha, hb = a.get("hardware", {}), b.get("hardware", {})
+    if torch.device(ha.get("device", "cpu")).type != torch.device(hb.get("device", "cpu")).type:
+        notes.append(f"device {ha.get('device')} vs {hb.get('device')}")
+    for key in ARITHMETIC_HARDWARE:
+        if key in ha and key in hb and ha[key] != hb[key]:
+            notes.append(f"{key} {ha[key]!r} vs {hb[key]!r}")
+    if ha.get("kernel_env", {}) != hb.get("kernel_env", {}):
+        notes.append(f"kernel_env {ha.get('kernel_env', {})!r} vs {hb.get('kernel_env', {})!r}")
+    return notes
 
 
 def utc_now() -> str:
