@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import pandas as pd
 import torch
@@ -213,7 +214,7 @@ def diagonal_network_experiment(task: SparseRegression = SparseRegression(),
     u, v, steps = train_diagonal_networks(x, y, lr, u0, v0, settings.target_loss, settings.max_steps, progress)
     rows = []
     for i in range(count):
-        row = {"network": i, "lr": float(lr[i]), "lr_relative": float(lr[i]) * smoothness,
+        row: dict[str, Any] = {"network": i, "lr": float(lr[i]), "lr_relative": float(lr[i]) * smoothness,
                "init_scale": float(scale[i]), "balance": float(balance[i]), "steps": int(steps[i])}
         train_loss = float(diagonal_network_loss(x, y, u[i], v[i]))
         # Only minima are measured: the measures' closed forms and the comparison are about them.

@@ -161,10 +161,11 @@ class SAM(torch.optim.Optimizer):
         if zero_grad:
             self.zero_grad()
 
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:  # type: ignore[override]
         """Full SAM update. ``closure`` must do a full forward-backward pass and return the loss
         (gradients at ``w`` must already be there from the caller's first backward). If the closure
-        raises, the weights are returned to ``w`` and no step is taken."""
+        raises, the weights are returned to ``w`` and no step is taken. (Unlike ``Optimizer.step``, the
+        closure is required and its loss tensor returned, hence the narrower signature.)"""
         if closure is None:
             raise ValueError(
                 "SAM.step needs a closure that recomputes the loss, calls backward() and returns the loss, "

@@ -45,7 +45,8 @@ __all__ = ["ASAM", "AverageSAM", "kwon_param_groups"]
 def kwon_param_groups(model: nn.Module) -> list[dict[str, Any]]:
     """Parameter groups as the ASAM authors' code treats them: parameters whose name contains
     ``"weight"`` are adaptive (:math:`T_w = |w| + \\eta`), the others (biases) are not (:math:`T_w = 1`)."""
-    adaptive, plain = [], []
+    adaptive: list[nn.Parameter] = []
+    plain: list[nn.Parameter] = []
     for name, parameter in model.named_parameters():
         (adaptive if "weight" in name else plain).append(parameter)
     groups = [{"params": adaptive, "adaptive": True}]
