@@ -1,9 +1,10 @@
 r"""Adaptive average-case and worst-case m-sharpness (Andriushchenko et al., ICML 2023).
 
 Source: Andriushchenko, Croce, Müller, Hein and Flammarion, "A Modern Look at the Relationship
-between Sharpness and Generalization" (``../shared/papers/001_*``, sec. 3.1 eq. 1, sec. 3.3 and
-Algorithm 1 of appendix C), after Kwon et al. (ASAM, 2021) and, for m-sharpness, Foret et al.
-(``../shared/papers/003_*``, sec. 4.1). For a batch :math:`S` of
+between Sharpness and Generalization" (ICML 2023; below "Andriushchenko et al."), sec. 3.1 eq. 1,
+sec. 3.3 and Algorithm 1 of appendix C, after Kwon et al. (ASAM, ICML 2021) and, for m-sharpness,
+Foret et al. ("Sharpness-Aware Minimization for Efficiently Improving Generalization", ICLR 2021,
+sec. 4.1). For a batch :math:`S` of
 :math:`m` training points, weights :math:`\mathbf w` and scale :math:`\mathbf c`
 (:math:`|\mathbf w|` when ``adaptive``, all ones otherwise):
 
@@ -14,19 +15,21 @@ Algorithm 1 of appendix C), after Kwon et al. (ASAM, 2021) and, for m-sharpness,
                  L_S(\mathbf w + \boldsymbol\delta) - L_S(\mathbf w),
 
 and the reported value is the mean over batches (m-sharpness: the maximum is taken per batch of
-``batch_size`` points, then averaged). :math:`L_S` is the batch-mean cross-entropy, optionally of
+``batch_size`` points, then averaged). :math:`L_S` is the batch-mean ``loss_fn`` (cross-entropy by
+default), optionally of
 the normalised logits :math:`f / \sqrt{\frac1K\sum_i (f_i - \bar f)^2}` (their eq. 5, Tsuzuku et al.
 2020), which removes the sensitivity to the scale of the classifier. Units: nats.
 
 Average case (eq. 1 and their code): :math:`\boldsymbol\delta = \rho\,\mathbf c \odot \boldsymbol\xi`
 with :math:`\xi_i \sim \mathcal N(0, 1)` for ``norm="l2"`` and :math:`\xi_i \sim U(-1, 1)` for
-``norm="linf"``; ``samples`` draws per batch (001 uses 100). Note that the Gaussian noise is *not*
+``norm="linf"``; ``samples`` draws per batch (Andriushchenko et al. use 100). Note that the Gaussian noise is *not*
 inside the l2 ball of radius :math:`\rho` (its norm is about :math:`\rho\sqrt P`); the uniform
 noise is inside the linf ball.
 
-Worst case: Auto-PGD (Croce and Hein, ICML 2020) in weight space as 001's Algorithm 1, run on the
+Worst case: Auto-PGD (Croce and Hein, ICML 2020) in weight space as Andriushchenko et al.'s
+Algorithm 1, run on the
 normalised perturbation :math:`\mathbf u = \boldsymbol\delta \odot \mathbf c^{-1}` over the round
-ball :math:`\|\mathbf u\|_p \le \rho`. In :math:`\mathbf w` this is exactly what 001 describes: the
+ball :math:`\|\mathbf u\|_p \le \rho`. In :math:`\mathbf w` this is exactly what they describe: the
 gradient w.r.t. :math:`\mathbf u` is :math:`\mathbf c \odot \nabla L`, so the linf step
 :math:`\eta\,\mathrm{sign}(\nabla L)` is scaled by :math:`|\mathbf w|`, the l2 step
 :math:`\eta\,\mathbf c^2\odot\nabla L/\|\mathbf c\odot\nabla L\|` is the normalised gradient step
@@ -50,20 +53,29 @@ Details (Croce and Hein 2020, sec. 3.2):
 BatchNorm is frozen (eval mode: running statistics, no dropout). Only parameters are perturbed,
 never buffers. The model is never written (the loss is evaluated through
 :func:`torch.func.functional_call`), so its state and gradients after the call are bit-identical to
-before. Device and dtype are the model's.
+before. Device and dtype are the model's. Random draws come from ``generator``, by default a
+generator seeded with :data:`sharpkit.metrics.DEFAULT_SEED` (two calls give the same value).
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_choice, check_positive
-from ._common import eval_mode, iterate_batches, mean_and_sem, model_device_dtype
+from ..utils.validation import check_choice, check_positive
+from ._common import (
+    BatchFn,
+    Measurement,
+    detail,
+    eval_mode,
+    iterate_batches,
+    mean_and_sem,
+    model_device_dtype,
+    resolve_generator,
+)
 from .landscape import _named_parameters, _random_like
 
 __all__ = ["AdaptiveSharpness", "adaptive_sharpness", "apgd_checkpoints", "normalize_logits"]
@@ -72,38 +84,36 @@ KINDS = ("average", "worst")
 NORMS = ("l2", "linf")
 MOMENTUM = 0.75          # alpha of Auto-PGD (Croce and Hein keep it fixed)
 SUCCESS_RATIO = 0.75     # condition 1 threshold (their rho)
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+_SETTINGS = ("rho", "kind", "norm", "adaptive", "logit_normalization", "steps", "samples", "batch_size")
 
 
-@dataclass(frozen=True)
-class AdaptiveSharpness:
-    """Result of :func:`adaptive_sharpness`.
+class AdaptiveSharpness(Measurement):
+    """Result of :func:`adaptive_sharpness`: ``value`` is the mean over batches of the per-batch
+    sharpness (nats), ``sem`` its standard error over batches, ``std(ddof=1) / sqrt(batches)`` (NaN
+    for one batch).
 
-    Attributes:
-        value: mean over batches of the per-batch sharpness (nats).
-        sem: its standard error over batches, ``std(ddof=1) / sqrt(batches)`` (NaN for one batch).
-        values: per-batch sharpness :math:`S(S_b)`.
-        base_losses: per-batch unperturbed loss :math:`L_{S_b}(\\mathbf w)`.
-        num_points: number of training points used (a multiple of ``batch_size`` when given).
-        rho, kind, norm, adaptive, logit_normalization, steps, samples, batch_size: the settings.
+    ``details`` (also attributes): ``values`` (per-batch sharpness :math:`S(S_b)`), ``base_losses``
+    (per-batch unperturbed loss :math:`L_{S_b}(\\mathbf w)`), ``num_points`` (training points used, a
+    multiple of ``batch_size`` when given) and the settings ``rho``, ``kind``, ``norm``, ``adaptive``,
+    ``logit_normalization``, ``steps``, ``samples``, ``batch_size``.
     """
 
-    value: float
-    sem: float
-    values: tuple[float, ...]
-    base_losses: tuple[float, ...]
-    num_points: int
-    rho: float
-    kind: str
-    norm: str
-    adaptive: bool
-    logit_normalization: bool
-    steps: int
-    samples: int
-    batch_size: int | None
+    values = detail("values", "Per-batch sharpness.")
+    base_losses = detail("base_losses", "Per-batch unperturbed loss.")
+    num_points = detail("num_points", "Number of training points used.")
+    rho = detail("rho")
+    kind = detail("kind")
+    norm = detail("norm")
+    adaptive = detail("adaptive")
+    logit_normalization = detail("logit_normalization")
+    steps = detail("steps")
+    samples = detail("samples")
+    batch_size = detail("batch_size")
 
 
 def normalize_logits(logits: torch.Tensor) -> torch.Tensor:
-    """Logit normalisation of 001 eq. 5: each row divided by its standard deviation over classes
+    """Logit normalisation of Andriushchenko et al. eq. 5: each row divided by its standard deviation over classes
     (ddof=0). Cross-entropy is shift invariant, so only the division matters."""
     std = (logits - logits.mean(dim=1, keepdim=True)).pow(2).mean(dim=1, keepdim=True).sqrt()
     return logits / std.clamp_min(torch.finfo(logits.dtype).tiny)
@@ -126,17 +136,17 @@ def apgd_checkpoints(steps: int) -> tuple[int, ...]:
     return tuple(points)
 
 
-def _rebatch(loader: Iterable, batch_size: int | None, device: torch.device,
-             dtype: torch.dtype) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _rebatch(loader: Iterable, batch_size: int | None, device: torch.device, dtype: torch.dtype,
+             batch_fn: BatchFn | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches of exactly ``batch_size`` points from the loader's stream (the remainder is dropped),
     or the loader's own batches when ``batch_size`` is None."""
     if batch_size is None:
-        yield from iterate_batches(loader, device, dtype)
+        yield from iterate_batches(loader, device, dtype, batch_fn)
         return
     xs: list[torch.Tensor] = []
     ys: list[torch.Tensor] = []
     held = 0
-    for x, y in iterate_batches(loader, device, dtype):
+    for x, y in iterate_batches(loader, device, dtype, batch_fn):
         xs.append(x)
         ys.append(y)
         held += y.shape[0]
@@ -151,8 +161,8 @@ class _BatchObjective:
     """:math:`u \\mapsto L_S(\\mathbf w + \\mathbf c \\odot u)` on flat vectors for one batch."""
 
     def __init__(self, model: nn.Module, base: dict[str, torch.Tensor], scale: torch.Tensor,
-                 x: torch.Tensor, y: torch.Tensor, logit_normalization: bool) -> None:
-        self.model, self.x, self.y = model, x, y
+                 x: torch.Tensor, y: torch.Tensor, logit_normalization: bool, loss_fn: LossFn) -> None:
+        self.model, self.x, self.y, self.loss_fn = model, x, y, loss_fn
         self.names = list(base)
         self.shapes = [base[n].shape for n in self.names]
         self.sizes = [base[n].numel() for n in self.names]
@@ -166,7 +176,7 @@ class _BatchObjective:
         logits = torch.func.functional_call(self.model, values, (self.x,))
         if self.logit_normalization:
             logits = normalize_logits(logits)
-        return F.cross_entropy(logits, self.y)
+        return self.loss_fn(logits, self.y)
 
     def value_and_grad(self, u: torch.Tensor) -> tuple[float, torch.Tensor]:
         with torch.enable_grad():
@@ -242,24 +252,39 @@ def _start(size_like: dict[str, torch.Tensor], rho: float, norm: str,
 def adaptive_sharpness(model: nn.Module, loader: Iterable, rho: float, kind: str = "average",
                        norm: str = "l2", adaptive: bool = True, logit_normalization: bool = False,
                        steps: int = 20, batch_size: int | None = 128,
-                       generator: torch.Generator | None = None, samples: int = 100) -> AdaptiveSharpness:
+                       generator: torch.Generator | None = None, samples: int = 100, *,
+                       loss_fn: LossFn = F.cross_entropy, batch_fn: BatchFn | None = None) -> AdaptiveSharpness:
     """Adaptive (or standard) average- or worst-case m-sharpness (module docstring).
 
     Args:
         model: classifier (eval mode during the call; never written).
-        loader: iterable of ``(x, y)`` training batches, without augmentation (001 sec. 3.1 uses the
-            same fixed points for every model, e.g. 1024 points in 8 batches); iterated once.
-        rho: radius (in units of :math:`|\\mathbf w|` when adaptive; 001 uses 0.0005 to 0.004).
+        loader: iterable of training batches, without augmentation (Andriushchenko et al. sec. 3.1
+            use the same fixed points for every model, e.g. 1024 points in 8 batches); iterated once.
+        rho: radius (in units of :math:`|\\mathbf w|` when adaptive; Andriushchenko et al. use
+            0.0005 to 0.004).
         kind: ``"average"`` or ``"worst"``.
         norm: ``"l2"`` or ``"linf"`` (noise distribution for average, ball for worst).
         adaptive: :math:`\\mathbf c = |\\mathbf w|` (elementwise adaptive sharpness) or ones.
-        logit_normalization: cross-entropy of normalised logits (001 eq. 5).
-        steps: Auto-PGD iterations N for ``"worst"`` (001: 20).
+        logit_normalization: the loss of normalised logits (Andriushchenko et al. eq. 5).
+        steps: Auto-PGD iterations N for ``"worst"`` (Andriushchenko et al.: 20).
         batch_size: m, the points per sharpness batch; the loader's stream is cut into batches of
             exactly m points and the remainder dropped. ``None`` keeps the loader's batches.
         generator: ``torch.Generator`` for the noise (average) or the random start (worst),
-            drawn parameter by parameter in ``named_parameters()`` order; ``None``: global RNG.
-        samples: noise draws per batch for ``"average"`` (001: 100).
+            drawn parameter by parameter in ``named_parameters()`` order; ``None``: a CPU generator
+            seeded with :data:`sharpkit.metrics.DEFAULT_SEED` (two calls give the same value).
+        samples: noise draws per batch for ``"average"`` (Andriushchenko et al.: 100).
+        loss_fn: ``loss_fn(logits, y)`` returning the batch mean (default cross-entropy).
+        batch_fn: maps a batch to ``(x, y)`` (default: ``(x, y, *rest)`` tuples and dicts).
+
+    Example::
+
+        >>> import torch
+        >>> from sharpkit.metrics import adaptive_sharpness
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+        >>> batches = [(torch.randn(8, 3, 2, 2), torch.randint(0, 3, (8,)))]
+        >>> result = adaptive_sharpness(model, batches, rho=0.01, samples=5, batch_size=None)
+        >>> result.value == adaptive_sharpness(model, batches, rho=0.01, samples=5, batch_size=None).value
+        True
     """
     check_positive("rho", rho)
     check_choice("kind", kind, KINDS)
@@ -268,6 +293,7 @@ def adaptive_sharpness(model: nn.Module, loader: Iterable, rho: float, kind: str
     check_positive("samples", samples, integer=True)
     if batch_size is not None:
         check_positive("batch_size", batch_size, integer=True)
+    generator = resolve_generator(generator)
     device, dtype = model_device_dtype(model)
     base = _named_parameters(model, None)
     weights = torch.cat([p.reshape(-1) for p in base.values()])
@@ -275,8 +301,8 @@ def adaptive_sharpness(model: nn.Module, loader: Iterable, rho: float, kind: str
     values, base_losses = [], []
     num_points = 0
     with eval_mode(model):
-        for x, y in _rebatch(loader, batch_size, device, dtype):
-            objective = _BatchObjective(model, base, scale, x, y, logit_normalization)
+        for x, y in _rebatch(loader, batch_size, device, dtype, batch_fn):
+            objective = _BatchObjective(model, base, scale, x, y, logit_normalization, loss_fn)
             base_loss = float(objective.loss(torch.zeros_like(weights)))
             if kind == "average":
                 total = 0.0
@@ -296,7 +322,7 @@ def adaptive_sharpness(model: nn.Module, loader: Iterable, rho: float, kind: str
             "lower `batch_size` or pass batch_size=None to use the loader's own batches."
         )
     value, sem = mean_and_sem(values, ddof=1)
-    return AdaptiveSharpness(value=value, sem=sem, values=tuple(values), base_losses=tuple(base_losses),
-                             num_points=num_points, rho=float(rho), kind=kind, norm=norm, adaptive=adaptive,
-                             logit_normalization=logit_normalization, steps=steps, samples=samples,
-                             batch_size=batch_size)
+    settings = dict(zip(_SETTINGS, (float(rho), kind, norm, adaptive, logit_normalization, steps, samples,
+                                    batch_size), strict=True))
+    return AdaptiveSharpness(value=value, sem=sem, details={"values": tuple(values), "base_losses": tuple(base_losses),
+                                                            "num_points": num_points, **settings})

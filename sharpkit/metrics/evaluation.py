@@ -1,9 +1,8 @@
 """Evaluation metrics of the paper: accuracy, calibration, generalisation gap, prediction
 disagreement across seeds and accuracy under corruptions.
 
-Source: "Understanding Deep Learning Requires Rethinking Sharpness", Sec. 3 and App. A; exact
-conventions from the authors' code as summarised in ``../shared/docs/paper-protocol.md``
-("Metrics, exactly as their code computes them").
+Source: "Understanding Deep Learning Requires Rethinking Sharpness", Sec. 3 and App. A, with the
+exact conventions of its authors' code.
 
 Functions over tensors are pure (``accuracy``, ``ece``, ``generalization_gap``,
 ``prediction_disagreement``); ``predict`` and ``corruption_accuracy`` run a model in eval mode without
@@ -20,8 +19,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_choice, check_positive
-from ._common import check_logits_labels, eval_mode, iterate_batches, mean_and_sem, model_device_dtype
+from ..utils.validation import check_choice, check_positive
+from ._common import (
+    BatchFn,
+    Measurement,
+    as_labels,
+    check_logits_labels,
+    detail,
+    eval_mode,
+    iterate_batches,
+    mean_and_sem,
+    model_device_dtype,
+)
 
 if TYPE_CHECKING:  # only for annotations: corruption_accuracy reads the dataset's attributes
     from ..data.base import CorruptedImageDataset
@@ -48,16 +57,17 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: Iterable) -> Predictions:
-    """Logits and labels of every batch of ``loader``, in eval mode, without gradients.
+def predict(model: nn.Module, loader: Iterable, *, batch_fn: BatchFn | None = None) -> Predictions:
+    """Logits and labels (int64) of every batch of ``loader``, in eval mode, without gradients.
 
-    Batches are moved to the device (and floating dtype) of the model's parameters. The model's
-    train/eval flags are restored afterwards.
+    Batches are moved to the device (and floating dtype) of the model's parameters and mapped to
+    ``(x, y)`` by ``batch_fn`` (default: ``(x, y, *rest)`` tuples and dicts). The model's train/eval
+    flags are restored afterwards.
     """
     device, dtype = model_device_dtype(model)
     logits, labels = [], []
     with eval_mode(model):
-        for x, y in iterate_batches(loader, device, dtype):
+        for x, y in iterate_batches(loader, device, dtype, batch_fn):
             logits.append(model(x))
             labels.append(y)
     return Predictions(torch.cat(logits), torch.cat(labels))
@@ -66,10 +76,16 @@ def predict(model: nn.Module, loader: Iterable) -> Predictions:
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 accuracy as a fraction in [0, 1]: ``mean_n [argmax_c logits[n, c] == labels[n]]``."""
     check_logits_labels(logits, labels)
-    return float((logits.argmax(dim=1) == labels).double().mean())
+    return float((logits.argmax(dim=1) == as_labels(labels)).double().mean())
 
 
-def ece(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
+def _looks_like_probabilities(values: torch.Tensor) -> bool:
+    """Every entry in [0, 1] and every row summing to 1 (to 1e-3)."""
+    rows = values.double().sum(dim=1)
+    return bool(((values >= 0) & (values <= 1)).all() and ((rows - 1).abs() <= 1e-3).all())
+
+
+def ece(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, *, from_probabilities: bool = False) -> float:
     r"""Expected calibration error (l1) of the softmax probabilities, as torchmetrics computes it.
 
     .. math::
@@ -84,17 +100,39 @@ def ece(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
     ``softmax(logits)``, the paper's "Test ECE" (unitless, in [0, 1]).
 
     Args:
-        logits: (N, C) floating logits.
-        labels: (N,) integer class labels.
+        logits: (N, C) floating logits (or probabilities with ``from_probabilities=True``).
+        labels: (N,) integer class labels (any integer dtype).
         n_bins: number of equal-width confidence bins K (default 15 as in the paper).
+        from_probabilities: the rows of ``logits`` are already probabilities (used as they are,
+            not softmaxed). Without it, input whose rows all lie in [0, 1] and sum to 1 is refused,
+            since softmaxing probabilities again flattens them and gives a wrong ECE.
+
+    Example::
+
+        >>> import torch
+        >>> from sharpkit.metrics import ece
+        >>> logits, labels = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])
+        >>> round(ece(logits, labels), 4) == round(ece(logits.softmax(1), labels, from_probabilities=True), 4)
+        True
     """
     check_logits_labels(logits, labels)
     check_positive("n_bins", n_bins, integer=True)
-    confidence, prediction = torch.softmax(logits, dim=1).max(dim=1)
+    if from_probabilities:
+        if not _looks_like_probabilities(logits):
+            raise ValueError("Expected probabilities with from_probabilities=True (entries in [0, 1], rows summing "
+                             "to 1), but got other values; pass the logits without the flag instead.")
+        probabilities = logits
+    elif _looks_like_probabilities(logits):
+        raise ValueError("Expected logits, but every row lies in [0, 1] and sums to 1: these look like "
+                         "probabilities, and softmaxing them again would give a wrong ECE. Pass "
+                         "from_probabilities=True if they are probabilities.")
+    else:
+        probabilities = torch.softmax(logits, dim=1)
+    confidence, prediction = probabilities.max(dim=1)
     confidence = confidence.float()
     boundaries = torch.linspace(0, 1, n_bins + 1, dtype=confidence.dtype, device=confidence.device)
     bins = torch.bucketize(confidence, boundaries, right=True) - 1
-    gap = (prediction == labels).double() - confidence.double()
+    gap = (prediction == as_labels(labels)).double() - confidence.double()
     per_bin = torch.zeros(n_bins + 1, dtype=torch.float64, device=gap.device).scatter_add_(0, bins, gap)
     return float(per_bin.abs().sum() / logits.shape[0])
 
@@ -113,18 +151,18 @@ def generalization_gap(train_logits: torch.Tensor, train_labels: torch.Tensor,
     check_logits_labels(test_logits, test_labels)
     if measure == "accuracy":
         return accuracy(train_logits, train_labels) - accuracy(test_logits, test_labels)
-    train_loss = F.cross_entropy(train_logits.double(), train_labels)
-    test_loss = F.cross_entropy(test_logits.double(), test_labels)
+    train_loss = F.cross_entropy(train_logits.double(), as_labels(train_labels))
+    test_loss = F.cross_entropy(test_logits.double(), as_labels(test_labels))
     return float(test_loss - train_loss)
 
 
-@dataclass(frozen=True)
-class Disagreement:
-    """Mean pairwise prediction disagreement and its SEM (``std(ddof=0) / sqrt(n_pairs)``)."""
+class Disagreement(Measurement):
+    """Result of :func:`prediction_disagreement`: ``value`` (also ``mean``) is the mean pairwise
+    disagreement (a fraction in [0, 1]), ``sem`` its standard error ``std(ddof=0) / sqrt(n_pairs)``
+    (the authors' convention); ``details["n_pairs"]`` (also ``n_pairs``) the number of pairs."""
 
-    mean: float
-    sem: float
-    n_pairs: int
+    mean = property(lambda self: self.value, doc="The mean pairwise disagreement (= ``value``).")
+    n_pairs = detail("n_pairs", "Number of model pairs compared.")
 
 
 def prediction_disagreement(predictions_by_seed: Sequence[torch.Tensor] | Mapping[object, torch.Tensor],
@@ -170,28 +208,26 @@ def prediction_disagreement(predictions_by_seed: Sequence[torch.Tensor] | Mappin
             if i != j and (ordered or i < j):
                 pairs.append(float((stacked[i] != stacked[j]).double().mean()))
     mean, sem = mean_and_sem(pairs, ddof=0)
-    return Disagreement(mean=mean, sem=sem, n_pairs=len(pairs))
+    return Disagreement(value=mean, sem=sem, details={"n_pairs": len(pairs)})
 
 
-@dataclass(frozen=True)
-class CorruptionAccuracy:
-    """Accuracy under corruptions, all values in percent.
+class CorruptionAccuracy(Measurement):
+    """Result of :func:`corruption_accuracy`, all accuracies in percent: ``value`` (also ``mean``) is
+    the unweighted mean over every (corruption, severity) split (the paper's number); ``sem`` is NaN
+    (the splits are not independent samples).
 
-    Attributes:
-        mean: unweighted mean over every (corruption, severity) split (the paper's number).
-        accuracies: corruption -> accuracies at each severity, in ``severities`` order.
-        per_corruption: corruption -> mean over severities.
-        per_severity: mean over corruptions at each severity, in ``severities`` order.
-        corruptions: the corruptions used (results must say which, e.g. when frost is missing).
-        severities: the severities used.
+    ``details`` (also attributes): ``accuracies`` (corruption -> accuracies at each severity, in
+    ``severities`` order), ``per_corruption`` (corruption -> mean over severities), ``per_severity``
+    (mean over corruptions at each severity), ``corruptions`` (the corruptions used: results must say
+    which, e.g. when frost is missing) and ``severities``.
     """
 
-    mean: float
-    accuracies: dict[str, tuple[float, ...]]
-    per_corruption: dict[str, float]
-    per_severity: tuple[float, ...]
-    corruptions: tuple[str, ...]
-    severities: tuple[int, ...]
+    mean = property(lambda self: self.value, doc="The mean accuracy over all splits (= ``value``).")
+    accuracies = detail("accuracies")
+    per_corruption = detail("per_corruption")
+    per_severity = detail("per_severity")
+    corruptions = detail("corruptions")
+    severities = detail("severities")
 
 
 @torch.no_grad()
@@ -241,5 +277,6 @@ def corruption_accuracy(model: nn.Module, corrupted: CorruptedImageDataset, batc
     per_severity = tuple(math.fsum(accuracies[name][k] for name in names) / len(names)
                          for k in range(len(severities)))
     mean = math.fsum(a for row in accuracies.values() for a in row) / (len(names) * len(severities))
-    return CorruptionAccuracy(mean=mean, accuracies=accuracies, per_corruption=per_corruption,
-                              per_severity=per_severity, corruptions=names, severities=severities)
+    return CorruptionAccuracy(value=mean, details={"accuracies": accuracies, "per_corruption": per_corruption,
+                                                   "per_severity": per_severity, "corruptions": names,
+                                                   "severities": severities})

@@ -2,7 +2,7 @@ r"""Fisher-Rao norm of a classifier, analytic form for softmax cross-entropy.
 
 Source: Liang, Poggio, Rakhlin and Stokes, "Fisher-Rao Metric, Geometry, and Complexity of Neural
 Networks" (AISTATS 2019), analytic formula of their appendix for the cross-entropy loss, as used by
-the paper's code (``../shared/docs/paper-protocol.md``):
+the code of "Understanding Deep Learning Requires Rethinking Sharpness":
 
 .. math::
     \|\theta\|_{\mathrm{FR}} = \sqrt{(L + 1)^2 \, \frac{1}{N}\sum_{n=1}^{N}
@@ -21,8 +21,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .._validation import check_positive
-from ._common import check_logits_labels, eval_mode, iterate_batches, model_device_dtype
+from ..utils.validation import check_positive
+from ._common import BatchFn, as_labels, check_logits_labels, eval_mode, iterate_batches, model_device_dtype
 
 __all__ = ["count_layers", "fisher_rao_norm", "fisher_rao_norm_from_logits", "fisher_rao_terms"]
 
@@ -40,7 +40,7 @@ def fisher_rao_terms(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     in float64 (softmax in the logits' dtype, as the authors' code)."""
     check_logits_labels(logits, labels)
     inner = (torch.softmax(logits, dim=1).double() * logits.double()).sum(dim=1)
-    return inner - logits.gather(1, labels.view(-1, 1)).squeeze(1).double()
+    return inner - logits.gather(1, as_labels(labels).view(-1, 1)).squeeze(1).double()
 
 
 def fisher_rao_norm_from_logits(logits: torch.Tensor, labels: torch.Tensor, depth: int) -> float:
@@ -51,7 +51,8 @@ def fisher_rao_norm_from_logits(logits: torch.Tensor, labels: torch.Tensor, dept
 
 
 @torch.no_grad()
-def fisher_rao_norm(model: nn.Module, loader: Iterable, depth: int | None = None) -> float:
+def fisher_rao_norm(model: nn.Module, loader: Iterable, depth: int | None = None, *,
+                    batch_fn: BatchFn | None = None) -> float:
     """Fisher-Rao norm (module formula) of ``model`` over every batch of ``loader``.
 
     Runs in eval mode without gradients, batch by batch (memory O(batch x classes)); the model's
@@ -59,8 +60,18 @@ def fisher_rao_norm(model: nn.Module, loader: Iterable, depth: int | None = None
 
     Args:
         model: classifier returning logits.
-        loader: re-iterable of ``(x, y)`` batches (the training loader, as the paper).
+        loader: iterable of batches (the training loader, as the paper); iterated once.
         depth: L of the formula; default :func:`count_layers` (the authors' convention).
+        batch_fn: maps a batch to ``(x, y)`` (default: ``(x, y, *rest)`` tuples and dicts).
+
+    Example::
+
+        >>> import torch
+        >>> from sharpkit.metrics import fisher_rao_norm
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+        >>> batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
+        >>> fisher_rao_norm(model, batches) > 0
+        True
     """
     if depth is None:
         depth = count_layers(model)
@@ -68,7 +79,7 @@ def fisher_rao_norm(model: nn.Module, loader: Iterable, depth: int | None = None
     device, dtype = model_device_dtype(model)
     total, count = torch.zeros((), dtype=torch.float64, device=device), 0
     with eval_mode(model):
-        for x, y in iterate_batches(loader, device, dtype):
+        for x, y in iterate_batches(loader, device, dtype, batch_fn):
             total += (fisher_rao_terms(model(x), y) ** 2).sum()
             count += y.shape[0]
     return math.sqrt((depth + 1) ** 2 * float(total) / count)

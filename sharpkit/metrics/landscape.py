@@ -23,7 +23,7 @@ parameter missing from a direction does not move.
   zero direction by default, as Li et al.'s figures (their ``--xignore biasbn``).
 - :func:`loss_along_direction`: :math:`\{(\alpha, L(\mathbf w + \alpha \mathbf d))\}`.
 - :func:`asymmetry_factor`: Boca, Cross, Holm and Korkmaz, "Towards an *Even Better* Understanding
-  of Sharpness-Aware Minimisation" (``../shared/papers/002_*``, sec. 4.4):
+  of Sharpness-Aware Minimisation", sec. 4.4:
 
   .. math::
       \Omega = \frac{1}{m}\sum_{i=1}^{m} \frac{\min(l_i^+, l_i^-)}{\max(l_i^+, l_i^-)},\qquad
@@ -31,7 +31,12 @@ parameter missing from a direction does not move.
 
   with :math:`\hat{\mathbf u}_i` unit vectors whose entries are drawn from :math:`U(0, 1)` before
   normalisation (their definition; note that every entry is then positive). At a minimum
-  :math:`\Omega \in [0, 1]`: 1 = symmetric, 0 = perfectly asymmetric. Unitless.
+  :math:`\Omega \in [0, 1]`: 1 = symmetric, 0 = perfectly asymmetric. Unitless. Its random
+  directions come from ``generator``, by default one seeded with :data:`sharpkit.metrics.DEFAULT_SEED`
+  (two calls give the same value).
+
+Every function takes the data as ``loader`` (formerly ``batches``, still accepted with a
+DeprecationWarning) and a ``batch_fn`` mapping a batch to ``(x, y)``.
 """
 from __future__ import annotations
 
@@ -42,8 +47,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_choice, check_positive
-from ._common import eval_mode, iterate_batches, model_device_dtype
+from ..utils.validation import check_choice, check_positive
+from ._common import (
+    BatchFn,
+    Measurement,
+    detail,
+    eval_mode,
+    iterate_batches,
+    mean_and_sem,
+    model_device_dtype,
+    renamed_argument,
+    resolve_generator,
+)
 
 __all__ = ["Asymmetry", "LossCurve", "asymmetry_factor", "loss_along_direction", "random_direction"]
 
@@ -56,10 +71,11 @@ DISTRIBUTIONS = ("normal", "uniform")
 # Helpers shared with curvature.py and adaptive_sharpness.py
 # ---------------------------------------------------------------------------------------------
 
-def _materialize(batches: Iterable, model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _materialize(loader: Iterable, model: nn.Module,
+                 batch_fn: BatchFn | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The batches as a list on the model's device (x in its floating dtype); iterated once."""
     device, dtype = model_device_dtype(model)
-    return list(iterate_batches(batches, device, dtype))
+    return list(iterate_batches(loader, device, dtype, batch_fn))
 
 
 def _named_parameters(model: nn.Module, params: Sequence[str] | None) -> dict[str, torch.Tensor]:
@@ -147,7 +163,8 @@ def random_direction(model: nn.Module, filter_normalized: bool = True,
         filter_normalized: Li et al.'s filter normalisation; otherwise the direction is scaled to unit
             Euclidean norm over all selected parameters.
         generator: ``torch.Generator`` for reproducible draws (entries drawn parameter by parameter,
-            in ``named_parameters()`` order); ``None`` uses the global RNG.
+            in ``named_parameters()`` order); ``None`` uses torch's global RNG (this is not a measure
+            but a source of directions: successive calls must give different directions).
         params: names of the parameters to move (default: all floating parameters).
         distribution: ``"normal"`` (N(0, 1) entries, Li et al.) or ``"uniform"`` (U(0, 1) entries,
             Boca et al.) before normalisation.
@@ -192,23 +209,26 @@ class LossCurve:
     base_loss: float
 
 
+@renamed_argument("batches", "loader")
 @torch.no_grad()
-def loss_along_direction(model: nn.Module, batches: Iterable, direction: Direction,
-                         alphas: Sequence[float], loss_fn: LossFn = F.cross_entropy) -> LossCurve:
+def loss_along_direction(model: nn.Module, loader: Iterable, direction: Direction,
+                         alphas: Sequence[float], loss_fn: LossFn = F.cross_entropy, *,
+                         batch_fn: BatchFn | None = None) -> LossCurve:
     """1-D loss curve :math:`\\alpha \\mapsto L(\\mathbf w + \\alpha\\mathbf d)` (module docstring).
 
     Args:
         model: the network (eval mode during the call; not modified).
-        batches: iterable of ``(x, y)``; materialised once on the model's device, so pass a small
+        loader: iterable of batches; materialised once on the model's device, so pass a small
             fixed subset (the same batches serve every alpha).
         direction: ``{parameter name: tensor}``, e.g. from :func:`random_direction`.
         alphas: step sizes, in the units of the direction.
         loss_fn: ``loss_fn(output, y)`` returning the batch mean (default cross-entropy).
+        batch_fn: maps a batch to ``(x, y)`` (default: ``(x, y, *rest)`` tuples and dicts).
     """
     alphas = [float(a) for a in alphas]
     if not alphas:
         raise ValueError("Expected at least one value in `alphas`, but got none.")
-    data = _materialize(batches, model)
+    data = _materialize(loader, model, batch_fn)
     base = _named_parameters(model, None)
     direction = _check_direction(direction, base)
     with eval_mode(model):
@@ -220,52 +240,55 @@ def loss_along_direction(model: nn.Module, batches: Iterable, direction: Directi
     return LossCurve(alphas=tuple(alphas), losses=tuple(losses), base_loss=base_loss)
 
 
-@dataclass(frozen=True)
-class Asymmetry:
-    """Result of :func:`asymmetry_factor`.
+class Asymmetry(Measurement):
+    """Result of :func:`asymmetry_factor`: ``value`` is :math:`\\Omega`, the mean of ``ratios`` (NaN if
+    any ratio is undefined), and ``sem`` its standard error over directions (``std(ddof=1) / sqrt(m)``).
 
-    Attributes:
-        value: :math:`\\Omega`, the mean of ``ratios`` (NaN if any ratio is undefined).
-        ratios: :math:`\\min(l_i^+, l_i^-)/\\max(l_i^+, l_i^-)` per direction; NaN when
-            :math:`\\max(l_i^+, l_i^-) \\le 0` (the loss does not increase on either side, so the
-            point is not a minimum along that line and the ratio has no meaning); negative when only
-            one side increases.
-        increases_plus, increases_minus: :math:`l_i^+` and :math:`l_i^-` (nats for cross-entropy).
-        base_loss: :math:`L(\\mathbf w)`.
-        mu: the distance used.
+    ``details`` (also attributes):
+
+    - ``ratios``: :math:`\\min(l_i^+, l_i^-)/\\max(l_i^+, l_i^-)` per direction; NaN when
+      :math:`\\max(l_i^+, l_i^-) \\le 0` (the loss does not increase on either side, so the point is
+      not a minimum along that line and the ratio has no meaning); negative when only one side
+      increases.
+    - ``increases_plus``, ``increases_minus``: :math:`l_i^+` and :math:`l_i^-` (nats for cross-entropy).
+    - ``base_loss``: :math:`L(\\mathbf w)`; ``mu``: the distance used.
     """
 
-    value: float
-    ratios: tuple[float, ...]
-    increases_plus: tuple[float, ...]
-    increases_minus: tuple[float, ...]
-    base_loss: float
-    mu: float
+    ratios = detail("ratios")
+    increases_plus = detail("increases_plus")
+    increases_minus = detail("increases_minus")
+    base_loss = detail("base_loss")
+    mu = detail("mu")
 
 
+@renamed_argument("batches", "loader")
 @torch.no_grad()
-def asymmetry_factor(model: nn.Module, batches: Iterable, mu: float,
+def asymmetry_factor(model: nn.Module, loader: Iterable, mu: float,
                      directions: int | Sequence[Direction] = 30, generator: torch.Generator | None = None,
-                     loss_fn: LossFn = F.cross_entropy, params: Sequence[str] | None = None) -> Asymmetry:
+                     loss_fn: LossFn = F.cross_entropy, params: Sequence[str] | None = None, *,
+                     batch_fn: BatchFn | None = None) -> Asymmetry:
     """Asymmetry factor :math:`\\Omega` of Boca et al. (module docstring).
 
     Args:
         model: the network at (or near) a minimum; not modified.
-        batches: iterable of ``(x, y)`` defining :math:`L` (Boca et al.: the training set).
+        loader: iterable of batches defining :math:`L` (Boca et al.: the training set).
         mu: distance :math:`\\mu > 0` along each unit direction (Boca et al. use 5 with 30 directions
             for a MobileNetV2; it is in parameter units, so it is not scale invariant).
         directions: the number m of random directions drawn as Boca et al. (U(0, 1) entries,
             unit Euclidean norm over ``params``), or explicit directions (used as given, e.g.
             filter-normalised ones from :func:`random_direction`).
-        generator: ``torch.Generator`` for the random directions.
+        generator: ``torch.Generator`` for the random directions; ``None``: a CPU generator seeded
+            with :data:`sharpkit.metrics.DEFAULT_SEED`.
         loss_fn: ``loss_fn(output, y)`` returning the batch mean (default cross-entropy).
         params: parameter names the random directions move (default: all).
+        batch_fn: maps a batch to ``(x, y)`` (default: ``(x, y, *rest)`` tuples and dicts).
     """
     check_positive("mu", mu)
-    data = _materialize(batches, model)
+    data = _materialize(loader, model, batch_fn)
     base = _named_parameters(model, None)
     if isinstance(directions, int) and not isinstance(directions, bool):
         check_positive("directions", directions, integer=True)
+        generator = resolve_generator(generator)
         directions = [random_direction(model, filter_normalized=False, generator=generator, params=params,
                                        distribution="uniform") for _ in range(directions)]
     elif not isinstance(directions, Sequence) or not directions:
@@ -285,5 +308,7 @@ def asymmetry_factor(model: nn.Module, batches: Iterable, mu: float,
             high = max(up, down)
             ratios.append(min(up, down) / high if high > 0 else float("nan"))
     value = sum(ratios) / len(ratios)
-    return Asymmetry(value=value, ratios=tuple(ratios), increases_plus=tuple(plus),
-                     increases_minus=tuple(minus), base_loss=base_loss, mu=float(mu))
+    sem = mean_and_sem(ratios, ddof=1)[1]
+    return Asymmetry(value=value, sem=sem, details={"ratios": tuple(ratios), "increases_plus": tuple(plus),
+                                                    "increases_minus": tuple(minus), "base_loss": base_loss,
+                                                    "mu": float(mu)})

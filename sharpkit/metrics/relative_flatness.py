@@ -1,15 +1,16 @@
-r"""Relative flatness (Petzka et al.) of the classifier layer, in closed form for softmax cross-entropy.
+r"""Relative flatness (Petzka et al.) of a model's head, in closed form for softmax cross-entropy.
 
 Source: Petzka, Kamp, Adilova, Sminchisescu and Boley, "Relative Flatness and Generalization"
-(NeurIPS 2021), neuronwise measure (Adilova et al. 2023, eq. 1), as the paper's code applies it to
-the final ``classifier`` layer (``../shared/docs/paper-protocol.md``):
+(NeurIPS 2021), neuronwise measure (Adilova et al., "FAM: Relative Flatness Aware Minimization",
+2023, eq. 1), as the code of "Understanding Deep Learning Requires Rethinking Sharpness" applies
+it to the final ``nn.Linear`` layer, the *head*:
 
 .. math::
     \kappa_b = \sum_{s,s'=1}^{C} \langle W_s, W_{s'} \rangle \,\mathrm{Tr}\,H_{s,s'},
     \qquad H_{s,s'} = \Bigl[\frac{\partial^2 \mathcal E_b}
                               {\partial W_{st}\,\partial W_{s't'}}\Bigr]_{t,t'=1}^{d}
 
-with :math:`W \in \mathbb R^{C \times d}` the classifier weight, :math:`W_s` its row s (the weights into
+with :math:`W \in \mathbb R^{C \times d}` the head's weight, :math:`W_s` its row s (the weights into
 output neuron s, Petzka et al.'s :math:`\mathbf w_s`; the authors' code also pairs rows
 ``W[i, :]`` with the block ``d^2 E / dW[j, t] dW[i, t']``), and :math:`\mathcal E_b` the mean
 cross-entropy of batch b.
@@ -24,10 +25,10 @@ Closed form. With features :math:`\phi_n`, logits :math:`z_n = W\phi_n + b` and
         \Bigl(\sum_s p_{ns}\|W_s\|^2 - \bigl\|\sum_s p_{ns} W_s\bigr\|^2\Bigr)
       = \frac{1}{n_b}\sum_{n \in b} \|\phi_n\|^2 \sum_{t=1}^{d} \mathrm{Var}_{s \sim p_n}(W_{st}),
 
-which is the form of the protocol and of issue 3 (with :math:`W_i` the *rows*).
+(with :math:`W_s` the *rows*).
 
 Normalisation (the authors' std reparametrisation): :math:`\sigma_t` = std (ddof=0) of feature t
-over the whole loader; features :math:`\phi/\sigma` and classifier columns :math:`W_{:,t}\sigma_t`
+over the whole loader; features :math:`\phi/\sigma` and head columns :math:`W_{:,t}\sigma_t`
 (the logits are unchanged). Then with :math:`a_{nt} = \phi_{nt}^2` and
 :math:`c_{nt} = \mathrm{Var}_{s\sim p_n}(W_{st})` (unnormalised quantities),
 
@@ -47,26 +48,32 @@ unchanged). For a dead ReLU unit (:math:`\phi_t = 0`, the case that occurs in pr
 exactly what the authors' code computes (it multiplies the column by :math:`\sigma_t = 0` and skips
 the division); for a constant non-zero feature their in-place edit changes the network's function.
 
-Reductions: ``"sum_batches"`` (the authors' convention) returns :math:`\sum_b \kappa_b`, which grows
-with the number of batches; ``"mean"`` returns :math:`\kappa` of the mean loss over all samples
-(:math:`\sum_b \frac{n_b}{N}\kappa_b`), independent of the batch size. Unitless (nats).
+Reductions: ``"mean"`` (the default) returns :math:`\kappa` of the mean loss over all samples
+(:math:`\sum_b \frac{n_b}{N}\kappa_b`), independent of the batch size; ``"sum_batches"`` (the
+paper's convention, :data:`sharpkit.metrics.PAPER_CONVENTIONS`) returns :math:`\sum_b \kappa_b`,
+which grows with the number of batches (halve the batch size and it about doubles). Unitless (nats).
+
+Any model: the head is found by :func:`sharpkit.metrics.find_head` (or named with ``head=``) and its
+input features are read by a forward pre-hook during ``model(x)``, so the model's output must be
+the head's output (the logits). For sharpkit's own models this reads exactly ``model.features(x)``.
 
 Differences to the authors' code, all deliberate: the reparametrisation is not done in place on the
-model (theirs edits the two parameter tensors before the classifier, which preserves the function
+model (theirs edits the two parameter tensors before the head, which preserves the function
 for VGG and ViT but not ResNet); sigma and kappa come from the same pass over the loader (theirs
 iterates it twice, so with augmentation sigma is estimated on other augmented copies); float64
 arithmetic for the head.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_choice
-from ._common import eval_mode, iterate_batches, model_device_dtype
+from ..utils.validation import check_choice
+from ._common import BatchFn, eval_mode, iterate_batches, model_device_dtype, renamed_argument
+from ._head import Head, find_head, head_forward
 
 __all__ = [
     "relative_flatness",
@@ -75,22 +82,23 @@ __all__ = [
     "relative_flatness_from_features",
 ]
 
-REDUCTIONS = ("sum_batches", "mean")
+REDUCTIONS = ("mean", "sum_batches")
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _check_head(weight: torch.Tensor, bias: torch.Tensor | None) -> None:
     if not torch.is_tensor(weight) or weight.ndim != 2 or not weight.is_floating_point():
-        raise ValueError("Expected the classifier `weight` as a floating tensor of shape (C, d), but got "
+        raise ValueError("Expected the head's `weight` as a floating tensor of shape (C, d), but got "
                          f"{tuple(weight.shape) if torch.is_tensor(weight) else type(weight).__name__}.")
     if bias is not None and (not torch.is_tensor(bias) or bias.shape != (weight.shape[0],)):
-        raise ValueError(f"Expected the classifier `bias` of shape ({weight.shape[0]},) or None, but got "
+        raise ValueError(f"Expected the head's `bias` of shape ({weight.shape[0]},) or None, but got "
                          f"{tuple(bias.shape) if torch.is_tensor(bias) else type(bias).__name__}.")
 
 
 def _check_features(phi: torch.Tensor, width: int) -> None:
     if not torch.is_tensor(phi) or phi.ndim != 2 or phi.shape[1] != width or phi.shape[0] == 0:
         raise ValueError(
-            f"Expected every feature batch as a tensor of shape (B, {width}) with B > 0 (the classifier's "
+            f"Expected every feature batch as a tensor of shape (B, {width}) with B > 0 (the head's "
             f"input width), but got {tuple(phi.shape) if torch.is_tensor(phi) else type(phi).__name__}."
         )
 
@@ -99,17 +107,6 @@ def _non_constant(sigma: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
     # Rounding leaves sigma ~ 1e-16 |mean| for a feature whose values are all equal; genuine variation
     # of float32 features is at least ~1e-10 |mean| even on 10^8 samples.
     return sigma > 1e-12 * mean.abs()
-
-
-def _classifier(model: nn.Module) -> nn.Linear:
-    classifier = getattr(model, "classifier", None)
-    if not isinstance(classifier, nn.Linear) or not callable(getattr(model, "features", None)):
-        raise ValueError(
-            "Expected a model with a `classifier` nn.Linear and a `features(x)` method returning its "
-            "input (sharpkit's model contract), but got "
-            f"{type(model).__name__} with classifier {type(classifier).__name__}."
-        )
-    return classifier
 
 
 class _ClosedForm:
@@ -175,14 +172,18 @@ class _ClosedForm:
 
 def relative_flatness_from_features(features: Iterable[torch.Tensor], weight: torch.Tensor,
                                     bias: torch.Tensor | None = None, normalize_features: bool = True,
-                                    reduction: str = "sum_batches") -> float:
+                                    reduction: str = "mean") -> float:
     """Relative flatness (closed form of the module docstring) from precomputed feature batches.
 
+    The route for any head that :func:`relative_flatness` cannot hook: compute the inputs of the
+    final linear map yourself and pass its weight and bias.
+
     Args:
-        features: iterable of (B, d) feature batches (the classifier's inputs); one pass.
-        weight: classifier weight (C, d); bias: (C,) or None.
+        features: iterable of (B, d) feature batches (the head's inputs); one pass.
+        weight: head weight (C, d); bias: (C,) or None.
         normalize_features: apply the std reparametrisation (the paper's convention).
-        reduction: ``"sum_batches"`` (paper) or ``"mean"``.
+        reduction: ``"mean"`` (dataset kappa, independent of the batch size) or ``"sum_batches"``
+            (the paper's sum of per-batch kappas).
     """
     check_choice("reduction", reduction, REDUCTIONS)
     accumulator = _ClosedForm(weight, bias, normalize_features, reduction)
@@ -191,47 +192,64 @@ def relative_flatness_from_features(features: Iterable[torch.Tensor], weight: to
     return accumulator.compute()
 
 
-@torch.no_grad()
 def relative_flatness(model: nn.Module, loader: Iterable, normalize_features: bool = True,
-                      reduction: str = "sum_batches") -> float:
-    """Relative flatness of ``model.classifier`` over ``loader`` (closed form, one pass, eval mode).
+                      reduction: str = "mean", *, head: Head = None,
+                      batch_fn: BatchFn | None = None) -> float:
+    """Relative flatness of the model's head over ``loader`` (closed form, one pass, eval mode).
 
     The model is not modified (the reparametrisation is applied to copies of the head in float64);
-    its train/eval flags are restored afterwards.
+    its train/eval flags are restored afterwards. Softmax cross-entropy only (the closed form); for
+    another loss use :func:`relative_flatness_exact` with ``loss_fn``.
 
     Args:
-        model: a sharpkit model (``features(x)`` feeds ``classifier``, an ``nn.Linear``).
-        loader: re-iterable of ``(x, y)`` batches (the training loader, as the paper); iterated once.
+        model: any classifier whose output is the logits of a final ``nn.Linear``.
+        loader: iterable of batches (the training loader, as the paper); iterated once.
         normalize_features: std reparametrisation (paper: True).
-        reduction: ``"sum_batches"`` (paper: sum of per-batch kappas) or ``"mean"`` (dataset kappa).
+        reduction: ``"mean"`` (default: kappa of the dataset-mean loss, independent of the batch size
+            and of shuffling) or ``"sum_batches"`` (the paper's sum of per-batch kappas, see
+            :data:`sharpkit.metrics.PAPER_CONVENTIONS`).
+        head: the head, see :func:`sharpkit.metrics.find_head` (default: found automatically).
+        batch_fn: maps a batch to ``(x, y)`` (default: ``(x, y, *rest)`` tuples and dicts).
+
+    Example::
+
+        >>> import torch, torchvision
+        >>> from sharpkit.metrics import relative_flatness
+        >>> model = torchvision.models.resnet18(num_classes=10)
+        >>> batches = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))]
+        >>> value = relative_flatness(model, batches, head="fc")
     """
     check_choice("reduction", reduction, REDUCTIONS)
-    classifier = _classifier(model)
+    layer = find_head(model, head)
     device, dtype = model_device_dtype(model)
-    accumulator = _ClosedForm(classifier.weight, classifier.bias, normalize_features, reduction)
-    with eval_mode(model):
-        for x, _ in iterate_batches(loader, device, dtype):
-            accumulator.update(model.features(x))
+    accumulator = _ClosedForm(layer.weight, layer.bias, normalize_features, reduction)
+    with torch.no_grad(), eval_mode(model):
+        for x, _ in iterate_batches(loader, device, dtype, batch_fn):
+            accumulator.update(head_forward(model, layer, x)[0])
     return accumulator.compute()
 
 
-def relative_flatness_exact_from_features(batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+@renamed_argument("batches", "loader")
+def relative_flatness_exact_from_features(loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
                                           weight: torch.Tensor, bias: torch.Tensor | None = None,
-                                          normalize_features: bool = True,
-                                          reduction: str = "sum_batches") -> float:
+                                          normalize_features: bool = True, reduction: str = "mean", *,
+                                          loss_fn: LossFn = F.cross_entropy) -> float:
     """Relative flatness by its definition, through the full (C, d, C, d) Hessian by autograd.
 
-    The reference for tests on small layers: per batch the Hessian of the batch-mean cross-entropy
+    The reference for tests on small layers: per batch the Hessian of the batch-mean ``loss_fn``
     w.r.t. the (reparametrised) weight is built by autograd (``torch.func.jacrev`` twice) in float64,
     its d x d blocks are traced and paired with the row Gram matrix. Memory O((C d)^2) per batch.
 
     Args:
-        batches: iterable of ``(features (B, d), labels (B,))``; materialised (sigma needs all of it).
+        loader: iterable of ``(features (B, d), labels (B,))``; materialised (sigma needs all of it).
+            (Formerly ``batches``, still accepted with a DeprecationWarning.)
         weight, bias, normalize_features, reduction: as :func:`relative_flatness_from_features`.
+        loss_fn: ``loss_fn(logits, labels)`` returning the batch mean (default cross-entropy, where
+            this equals the closed form).
     """
     check_choice("reduction", reduction, REDUCTIONS)
     _check_head(weight, bias)
-    batches = [(phi.detach().double(), y) for phi, y in batches]
+    batches = [(phi.detach().double(), y) for phi, y in loader]
     if not batches:
         raise ValueError("Expected at least one (features, labels) batch, but got none.")
     for phi, _ in batches:
@@ -256,7 +274,7 @@ def relative_flatness_exact_from_features(batches: Iterable[tuple[torch.Tensor, 
 
         def loss(v: torch.Tensor, phi_scaled: torch.Tensor = phi_scaled, offset: torch.Tensor = offset,
                  y: torch.Tensor = y) -> torch.Tensor:
-            return F.cross_entropy(phi_scaled @ v.T + offset, y.to(w.device))
+            return loss_fn(phi_scaled @ v.T + offset, y.to(w.device))
 
         # Reverse-over-reverse: the fastest of torch's full-Hessian routes on CPU for this shape.
         hessian = torch.func.jacrev(torch.func.jacrev(loss))(w_scaled)               # (C, d, C, d)
@@ -267,16 +285,18 @@ def relative_flatness_exact_from_features(batches: Iterable[tuple[torch.Tensor, 
 
 
 def relative_flatness_exact(model: nn.Module, loader: Iterable, normalize_features: bool = True,
-                            reduction: str = "sum_batches") -> float:
-    """:func:`relative_flatness` through the full Hessian by autograd (reference for small layers).
+                            reduction: str = "mean", *, head: Head = None, batch_fn: BatchFn | None = None,
+                            loss_fn: LossFn = F.cross_entropy) -> float:
+    """:func:`relative_flatness` through the full Hessian by autograd (reference for small heads).
 
     Features are collected in eval mode without gradients (the loader is iterated once), then
-    :func:`relative_flatness_exact_from_features` is applied.
+    :func:`relative_flatness_exact_from_features` is applied. Arguments as :func:`relative_flatness`;
+    ``loss_fn(logits, labels)`` is the batch-mean loss whose Hessian is taken (default cross-entropy).
     """
     check_choice("reduction", reduction, REDUCTIONS)
-    classifier = _classifier(model)
+    layer = find_head(model, head)
     device, dtype = model_device_dtype(model)
     with torch.no_grad(), eval_mode(model):
-        batches = [(model.features(x), y) for x, y in iterate_batches(loader, device, dtype)]
-    return relative_flatness_exact_from_features(batches, classifier.weight, classifier.bias,
-                                                 normalize_features, reduction)
+        batches = [(head_forward(model, layer, x)[0], y) for x, y in iterate_batches(loader, device, dtype, batch_fn)]
+    return relative_flatness_exact_from_features(batches, layer.weight, layer.bias, normalize_features,
+                                                 reduction, loss_fn=loss_fn)

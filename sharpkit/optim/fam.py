@@ -1,7 +1,7 @@
 r"""FAM: relative-flatness-aware minimisation (Adilova et al., 2023), as a differentiable penalty.
 
 Source: Adilova, Abourayya, Li, Dada, Petzka, Egger, Kleesiek and Kamp, "FAM: Relative Flatness
-Aware Minimization" (TAG-ML workshop, ICML 2023; ``../shared/papers/004_*``). The regularised
+Aware Minimization" (TAG-ML workshop, ICML 2023; below "Adilova et al."). The regularised
 objective is
 
 .. math::
@@ -18,9 +18,10 @@ network; autograd computes both when the penalty is built from differentiable te
 
 Two penalties:
 
-- :func:`fam_penalty` / :func:`classifier_relative_flatness`: exact, for the final ``Linear`` layer
-  under softmax cross-entropy, through the closed form of :mod:`sharpkit.metrics.relative_flatness`
-  (same formula, same conventions, here differentiable w.r.t. features, weight and bias):
+- :func:`fam_penalty` / :func:`classifier_relative_flatness`: exact, for the final ``nn.Linear`` (the
+  head, found by :func:`sharpkit.metrics.find_head` or named with ``head=``) under softmax
+  cross-entropy, through the closed form of :mod:`sharpkit.metrics.relative_flatness` (same formula,
+  same conventions, here differentiable w.r.t. features, weight and bias):
 
   .. math::
       \kappa = \frac{1}{n}\sum_n \|\phi_n\|^2 \sum_t \mathrm{Var}_{s\sim p_n}(W_{st}),
@@ -30,13 +31,17 @@ Two penalties:
   standard deviation is then that of the batch, and it is differentiated through). It does not
   depend on the labels: the Hessian of the cross-entropy w.r.t. the logits is
   :math:`\mathrm{diag}(p) - pp^\top` whatever the label. Cost O(batch x classes x features).
-- :func:`simplified_fam_penalty`: any layer, any loss (004 sec. 3.2, after Petzka et al. 2019):
-  :math:`\hat\kappa = \|\mathbf w^l\|_2^2\, \mathrm{Tr}(H)` with :math:`H` the Hessian of the loss
-  w.r.t. the whole layer and the trace estimated by Hutchinson with Rademacher probes (004 app. A.2),
-  built with ``create_graph=True`` so the penalty is differentiable.
+- :func:`simplified_fam_penalty`: any layer, any loss (Adilova et al. sec. 3.2, after Petzka et
+  al. 2019): :math:`\hat\kappa = \|\mathbf w^l\|_2^2\, \mathrm{Tr}(H)` with :math:`H` the Hessian of
+  the loss w.r.t. the whole layer and the trace estimated by Hutchinson with Rademacher probes
+  (Adilova et al. app. A.2), built with ``create_graph=True`` so the penalty is differentiable.
+  Its probes are drawn from the global RNG when no ``generator`` is given: a training regulariser
+  wants fresh probes every step (unlike the measures of :mod:`sharpkit.metrics`, which default to a fixed seed).
 
-:func:`fam_loss` puts the pieces together for a training step. Units: nats (kappa is invariant
-to the scale of the weights for the exact form with normalised features).
+:func:`fam_loss` puts the pieces together for a training step, on any model whose output is the
+logits of its head: the head's input is read by a forward pre-hook in the same forward pass.
+Units: nats (kappa is invariant to the scale of the weights for the exact form with normalised
+features).
 """
 from __future__ import annotations
 
@@ -47,7 +52,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import check_positive
+from ..utils.validation import check_positive
+from ..metrics._head import Head, find_head, head_forward
 
 __all__ = ["FamLoss", "classifier_relative_flatness", "fam_loss", "fam_penalty", "simplified_fam_penalty"]
 
@@ -94,20 +100,21 @@ def classifier_relative_flatness(features: torch.Tensor, weight: torch.Tensor, b
     return ((squares @ inverse) * (variance @ direct)).mean()
 
 
-def _classifier(model: nn.Module) -> nn.Linear:
-    classifier = getattr(model, "classifier", None)
-    if not isinstance(classifier, nn.Linear):
-        raise ValueError("Expected a model with a `classifier` nn.Linear (sharpkit's model contract), but got "
-                         f"{type(model).__name__} with classifier {type(classifier).__name__}.")
-    return classifier
+def fam_penalty(model: nn.Module, features: torch.Tensor, normalize_features: bool = False, *,
+                head: Head = None) -> torch.Tensor:
+    """Exact FAM penalty of the model's head on a batch of its input ``features`` (B, d)
+    (:func:`classifier_relative_flatness` with the head's weight and bias). Pass the features with
+    their graph so the gradient reaches every layer (``model.features(x)`` for sharpkit's models, or
+    let :func:`fam_loss` read them with a hook).
 
-
-def fam_penalty(model: nn.Module, features: torch.Tensor, normalize_features: bool = False) -> torch.Tensor:
-    """Exact FAM penalty of ``model.classifier`` on a batch of its input ``features`` (B, d)
-    (:func:`classifier_relative_flatness` with the classifier's weight and bias). Pass
-    ``model.features(x)`` with its graph so the gradient reaches every layer."""
-    classifier = _classifier(model)
-    return classifier_relative_flatness(features, classifier.weight, classifier.bias, normalize_features)
+    Args:
+        model: the network; ``head`` (see :func:`sharpkit.metrics.find_head`) selects its final
+            ``nn.Linear`` (default: found automatically, ``model.classifier`` for sharpkit's models).
+        features: (B, d) inputs of that head.
+        normalize_features: std reparametrisation with the batch's feature std.
+    """
+    layer = find_head(model, head)
+    return classifier_relative_flatness(features, layer.weight, layer.bias, normalize_features)
 
 
 def simplified_fam_penalty(loss: torch.Tensor, weight: torch.Tensor, samples: int = 1,
@@ -156,34 +163,49 @@ class FamLoss:
     penalty: torch.Tensor
 
 
-def fam_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, strength: float, layer: str = "classifier",
+def fam_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, strength: float, layer: str | None = None,
              normalize_features: bool = False, samples: int = 1, generator: torch.Generator | None = None,
-             loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy) -> FamLoss:
+             loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy, *,
+             head: Head = None) -> FamLoss:
     """FAM objective of one training batch (module docstring), one forward pass.
 
     Args:
-        model: a sharpkit model (``features(x)`` feeds ``classifier``), in the mode the training loop set.
+        model: any network whose output is the logits of a final ``nn.Linear`` (for the exact penalty),
+            in the mode the training loop set.
         x, y: the batch.
-        strength: :math:`\\lambda \\ge 0` (004 uses 0.1 for image classification).
-        layer: ``"classifier"`` for the exact penalty (cross-entropy only), or the name of any
-            parameter (``model.named_parameters()``) for the simplified penalty on it.
+        strength: :math:`\\lambda \\ge 0` (Adilova et al. use 0.1 for image classification).
+        layer: ``None`` (or ``"classifier"``, its former name) for the exact penalty on the head
+            (cross-entropy only), or the name of any parameter (``model.named_parameters()``) for the
+            simplified penalty on it.
         normalize_features: std reparametrisation in the exact penalty.
         samples, generator: Hutchinson probes of the simplified penalty.
         loss_fn: the data loss (the exact penalty assumes cross-entropy and refuses another).
+        head: the head of the exact penalty, see :func:`sharpkit.metrics.find_head` (default: found
+            automatically); its input is read by a forward pre-hook.
+
+    Example::
+
+        >>> import torch
+        >>> from sharpkit.optim import fam_loss
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+        >>> x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+        >>> objective = fam_loss(model, x, y, strength=0.1)  # head: the last Linear, model[2]
+        >>> objective.total.backward()
     """
     check_positive("strength", strength, allow_zero=True)
-    classifier = _classifier(model)
-    features = model.features(x)
-    loss = loss_fn(classifier(features), y)
-    if layer == "classifier":
+    if layer is None or layer == "classifier":
         if loss_fn is not F.cross_entropy:
-            raise ValueError("The exact classifier penalty is the closed form for softmax cross-entropy; with "
-                             "another `loss_fn` pass layer='classifier.weight' for the simplified penalty.")
-        penalty = classifier_relative_flatness(features, classifier.weight, classifier.bias, normalize_features)
+            raise ValueError("The exact head penalty is the closed form for softmax cross-entropy; with another "
+                             "`loss_fn` pass layer='<head>.weight' (a parameter name) for the simplified penalty.")
+        weights = find_head(model, head)
+        features, logits = head_forward(model, weights, x)
+        loss = loss_fn(logits, y)
+        penalty = classifier_relative_flatness(features, weights.weight, weights.bias, normalize_features)
     else:
         parameters = dict(model.named_parameters())
         if layer not in parameters:
-            raise ValueError(f"Expected `layer` to be 'classifier' or a parameter name of the model, but got "
-                             f"{layer!r}; parameter names: {sorted(parameters)!r}.")
+            raise ValueError(f"Expected `layer` to be None (the exact head penalty) or a parameter name of the "
+                             f"model, but got {layer!r}; parameter names: {sorted(parameters)!r}.")
+        loss = loss_fn(model(x), y)
         penalty = simplified_fam_penalty(loss, parameters[layer], samples, generator)
     return FamLoss(total=loss + strength * penalty, loss=loss, penalty=penalty)

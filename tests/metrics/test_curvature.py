@@ -185,3 +185,26 @@ def test_model_is_not_modified_and_arguments_are_checked():
         hessian_top_eigenvalues(net, [(x, y)], k=5, iters=3)
     with pytest.raises(ValueError, match="scaling"):
         hessian_trace(net, [(x, y)], scaling="relative")
+
+
+def test_bounded_basis_lanczos_restarts_and_still_finds_the_top_eigenpairs():
+    model, batches = _mlp(seed=2), _batches(seed=3)
+    exact, _ = _exact_hessian(model, batches)
+    reference = torch.linalg.eigvalsh(exact).flip(0)
+    bounded = hessian_top_eigenvalues(model, batches, k=3, iters=60, max_vectors=8,
+                                      generator=torch.Generator().manual_seed(0))
+    assert bounded.restarts > 0 and bounded.iterations == 60
+    assert torch.allclose(torch.tensor(bounded.values, dtype=torch.float64), reference[:3], atol=1e-8, rtol=0)
+    for value, vector, residual in zip(bounded.values, bounded.vectors, bounded.residuals, strict=True):
+        flat = torch.cat([vector[n].reshape(-1) for n, _ in model.named_parameters()])
+        assert float(flat.norm()) == pytest.approx(1.0)
+        assert float((exact @ flat - value * flat).norm()) < 1e-6
+        assert residual < 1e-6
+    # A basis as large as the Krylov space: no restart, the very numbers of the default.
+    full = hessian_top_eigenvalues(model, batches, k=2, iters=12, generator=torch.Generator().manual_seed(1))
+    same = hessian_top_eigenvalues(model, batches, k=2, iters=12, max_vectors=12,
+                                   generator=torch.Generator().manual_seed(1))
+    assert same.restarts == full.restarts == 0
+    assert same.values == full.values and same.residuals == full.residuals
+    with pytest.raises(ValueError, match=r"max_vectors` >= k \+ 1 = 3"):
+        hessian_top_eigenvalues(model, batches, k=2, max_vectors=2)

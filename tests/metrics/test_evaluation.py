@@ -17,7 +17,7 @@ from sharpkit.metrics import (
     prediction_disagreement,
 )
 
-from ._helpers import ShuffleLoader, TinyConvNet, make_data, make_net, state_copy, assert_state_equal
+from ._helpers import ShuffleLoader, TinyConvNet, assert_state_equal, make_data, make_net, state_copy
 
 
 def test_accuracy_by_hand():

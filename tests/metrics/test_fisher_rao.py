@@ -9,7 +9,7 @@ from torch import nn
 
 from sharpkit.metrics import count_layers, fisher_rao_norm, fisher_rao_norm_from_logits
 
-from ._helpers import ShuffleLoader, make_data, make_net, state_copy, assert_state_equal
+from ._helpers import ShuffleLoader, assert_state_equal, make_data, make_net, state_copy
 
 
 def _loop(logits: torch.Tensor, labels: torch.Tensor, depth: int) -> float:

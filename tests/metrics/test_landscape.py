@@ -52,7 +52,8 @@ def test_plain_directions_have_unit_norm_and_boca_directions_are_positive():
     net = make_net(seed=1)
     for distribution in ("normal", "uniform"):
         d = random_direction(net, filter_normalized=False, distribution=distribution,
-                             generator=torch.Generator().manual_seed(1), params=["classifier.weight", "features.0.bias"])
+                             generator=torch.Generator().manual_seed(1),
+                             params=["classifier.weight", "features.0.bias"])
         assert sorted(d) == ["classifier.weight", "features.0.bias"]
         assert math.sqrt(sum(float((t ** 2).sum()) for t in d.values())) == pytest.approx(1.0)
         if distribution == "uniform":

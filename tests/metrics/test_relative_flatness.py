@@ -13,7 +13,7 @@ from sharpkit.metrics import (
     relative_flatness_from_features,
 )
 
-from ._helpers import ShuffleLoader, TinyNet, make_data, make_net, state_copy, assert_state_equal
+from ._helpers import ShuffleLoader, TinyNet, assert_state_equal, make_data, make_net, state_copy
 
 
 @pytest.mark.parametrize("classes,width", [(2, 1), (3, 4), (10, 9), (5, 16)])
@@ -87,9 +87,11 @@ def test_mean_reduction_does_not_depend_on_the_batch_size_but_the_sum_does():
     by_24 = ShuffleLoader(x, y, 24, shuffle=False)
     assert relative_flatness(net, by_4, reduction="mean") == pytest.approx(
         relative_flatness(net, by_24, reduction="mean"), rel=1e-12)
-    assert relative_flatness(net, by_24) == pytest.approx(relative_flatness(net, by_24, reduction="mean"))
+    assert relative_flatness(net, by_24, reduction="sum_batches") == pytest.approx(relative_flatness(net, by_24))
     # sum over 6 batches of per-batch kappas: about 6 times the single-batch value
-    assert relative_flatness(net, by_4) > 3 * relative_flatness(net, by_24)
+    assert relative_flatness(net, by_4, reduction="sum_batches") > 3 * relative_flatness(net, by_24)
+    # the default is the batch-size independent "mean"
+    assert relative_flatness(net, by_4) == relative_flatness(net, by_4, reduction="mean")
 
 
 def test_model_is_untouched():
@@ -108,8 +110,8 @@ def test_errors():
     net = make_net()
     with pytest.raises(ValueError, match="reduction"):
         relative_flatness(net, [(x, y)], reduction="sum")
-    with pytest.raises(ValueError, match="classifier"):
-        relative_flatness(torch.nn.Sequential(torch.nn.Linear(6, 3)), [(x, y)])
+    with pytest.raises(ValueError, match="no nn.Linear.*relative_flatness_from_features"):
+        relative_flatness(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Identity()).double(), [(x, y)])
     with pytest.raises(ValueError, match=r"\(B, 5\)"):
         relative_flatness_from_features([torch.zeros(4, 6)], torch.zeros(3, 5))
     with pytest.raises(ValueError, match="at least one"):

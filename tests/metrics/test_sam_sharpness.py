@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sharpkit.metrics import sam_sharpness
+from sharpkit.metrics import DEFAULT_SEED, PAPER_CONVENTIONS, sam_sharpness
 
-from ._helpers import ShuffleLoader, make_data, make_net, state_copy, assert_state_equal
+from ._helpers import ShuffleLoader, assert_state_equal, make_data, make_net, state_copy
 
 
 def _reference(model, loader, rho, samples, generator, convention):
@@ -68,7 +68,7 @@ def test_conventions_agree_on_the_base_loss_and_differ_in_what_they_perturb():
     net = make_net()
     x, y = make_data()
     one_batch = ShuffleLoader(x, y, 23, shuffle=False)  # a single batch: both losses are the dataset mean
-    paper = sam_sharpness(net, one_batch, samples=3, generator=torch.Generator().manual_seed(0))
+    paper = sam_sharpness(net, one_batch, samples=3, generator=torch.Generator().manual_seed(0), convention="paper")
     clean = sam_sharpness(net, one_batch, samples=3, generator=torch.Generator().manual_seed(0),
                           convention="clean")
     assert paper.base_loss == pytest.approx(clean.base_loss, rel=1e-12)
@@ -90,17 +90,46 @@ def test_state_restored_when_the_loader_fails():
             yield x, y
 
     with pytest.raises(RuntimeError, match="disk gone"):
-        sam_sharpness(net, Failing(), samples=5)
+        sam_sharpness(net, Failing(), samples=5, convention="paper")
     assert_state_equal(net, before)
 
 
-def test_global_rng_is_used_without_generator():
+@pytest.mark.parametrize("convention", ["paper", "clean"])
+def test_without_generator_the_default_seed_is_used_and_the_global_rng_is_untouched(convention):
     net = make_net()
     loader = [make_data()]
     torch.manual_seed(3)
-    first = sam_sharpness(net, loader, samples=4)
-    torch.manual_seed(3)
-    assert sam_sharpness(net, loader, samples=4) == first
+    first = sam_sharpness(net, loader, samples=4, convention=convention)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    second = sam_sharpness(net, loader, samples=4, convention=convention)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert second == first
+    seeded = sam_sharpness(net, loader, samples=4, convention=convention,
+                           generator=torch.Generator().manual_seed(DEFAULT_SEED))
+    assert seeded == first
+    assert sam_sharpness(net, loader, samples=4, convention=convention,
+                         generator=torch.Generator().manual_seed(DEFAULT_SEED + 1)).values != first.values
+
+
+def test_default_convention_is_clean_and_independent_of_shuffling():
+    net = make_net()
+    x, y = make_data(n=23)  # batches of 8, 8 and 7 points: the mean of batch means depends on the order
+    shuffled = [sam_sharpness(net, ShuffleLoader(x, y, 8, seed=s), samples=3).value for s in (0, 1)]
+    assert shuffled[0] == pytest.approx(shuffled[1], rel=1e-10)
+    assert sam_sharpness(net, ShuffleLoader(x, y, 8), samples=3).convention == "clean"
+    paper = [sam_sharpness(net, ShuffleLoader(x, y, 8, seed=s), samples=3, **PAPER_CONVENTIONS["sam_sharpness"]).value
+             for s in (0, 1)]
+    assert paper[0] != pytest.approx(paper[1], rel=1e-6)  # the paper's convention depends on the order
+
+
+def test_paper_convention_refuses_a_one_shot_loader():
+    net = make_net()
+    x, y = make_data()
+    with pytest.raises(ValueError, match="iterates the loader 3 times.*one-shot generator.*re-iterable"):
+        sam_sharpness(net, ((x, y) for _ in range(2)), samples=2, convention="paper")
+    # the clean convention reads the loader once, so a generator is fine
+    assert sam_sharpness(net, ((x, y) for _ in range(2)), samples=2).value > 0
 
 
 def test_errors():
