@@ -6,17 +6,32 @@ exact and dry-runnable); the others are CPU-scale versions that keep its structu
 
 Profiles are versioned: a stored result names the profile and version it was produced under, and a
 changed profile gets a new version, so results of two definitions never mix.
+
+Profiles are also data: :meth:`Profile.to_dict` and :meth:`Profile.from_dict` turn one into a dict of plain
+values and back (the same runs, the same run ids), and :func:`load_profile_file` reads a user's grid from a
+``.toml`` or ``.json`` file (``sharpkit sweep --profile-file grid.toml``); :data:`PROFILE_FILE_FORMAT` describes
+the file, with an example.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
+import re
+import textwrap
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from ..data.datasets import DATASETS
+from ..models import list_models, model_knobs
 from ..utils.validation import check_choice
 from ..run.config import TrainConfig, make_train_config
-from ..run.controls import EXTRA_CONTROLS, PAPER_CONTROLS
-from ..run.evaluate import BEYOND_METRICS, CLEAN_SAM_METRIC, METRICS, EvalSettings
+from ..run.controls import CONTROLS, EXTRA_CONTROLS, PAPER_CONTROLS
+from ..run.evaluate import ALL_METRICS, BEYOND_METRICS, CLEAN_SAM_METRIC, METRICS, EvalSettings
 
 EXTRA_CONTROL_NAMES = tuple(c.name for c in EXTRA_CONTROLS)
 
@@ -78,10 +93,22 @@ class Profile:
                 for seed in self.seeds for exp in self.experiments for control in self.controls]
 
     def to_dict(self) -> dict[str, Any]:
+        """The profile as plain values (what ``sweep.json`` stores; JSON-ready); :meth:`from_dict` reads it
+        back into a profile with the same runs and run ids."""
         return {"name": self.name, "version": self.version, "description": self.description,
                 "controls": list(self.controls), "seeds": list(self.seeds),
-                "experiments": [{"dataset": e.dataset, "arch": e.arch, "model_size": e.model_size,
-                                 "train": e.train, "evaluation": e.evaluation.to_dict()} for e in self.experiments]}
+                "experiments": [{"dataset": e.dataset, "arch": e.arch, "model_size": dict(e.model_size),
+                                 "train": dict(e.train), "evaluation": e.evaluation.to_dict()}
+                                for e in self.experiments]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "profile") -> "Profile":
+        """A profile from plain values, as :meth:`to_dict` writes them or a profile file holds them
+        (:data:`PROFILE_FILE_FORMAT`), validated: unknown keys (named with the allowed ones), wrong types and
+        unknown control, architecture, dataset and metric names raise :class:`ProfileError`, whose message
+        starts with ``source`` and the key's place (``grid.toml: experiments[0].train.epochs: ...``).
+        Architectures and datasets of the user's own modules must be registered (imported) first."""
+        return _profile_from_dict(data, source)
 
 
 def _paper() -> Profile:
@@ -214,5 +241,283 @@ PROFILES = {p.name: p for p in (_paper(), _smoke(), _digits_mini(), _cifar10_min
 
 
 def get_profile(name: str) -> Profile:
-    check_choice("profile", name, PROFILES, "List them with `sharpkit sweep --list-profiles`.")
+    check_choice("profile", name, PROFILES, "List them with `sharpkit sweep --list-profiles`, or define your own "
+                 "grid in a file: `sharpkit sweep --profile-file grid.toml`.")
     return PROFILES[name]
+
+
+# --- profiles as data -------------------------------------------------------------------------------------
+
+class ProfileError(ValueError):
+    """A profile's data is invalid; the message names the place (file, key) and what is allowed."""
+
+
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # it names folders: results/<name>, the cache's <name>
+# What a block's `train` table may not set: the grid itself decides these (or, model_size, the block's own key).
+GRID_FIELDS = ("arch", "dataset", "control", "seed", "model_size")
+TRAIN_TYPES: dict[str, Any] = {k: v for k, v in typing.get_type_hints(TrainConfig).items() if k not in GRID_FIELDS}
+EVALUATION_TYPES: dict[str, Any] = typing.get_type_hints(EvalSettings)
+PROFILE_TYPES: dict[str, Any] = {"name": str, "version": int, "description": str, "controls": tuple[str, ...],
+                                 "seeds": tuple[int, ...], "experiments": list}
+EXPERIMENT_TYPES: dict[str, Any] = {"dataset": str, "arch": str, "model_size": dict, "train": dict,
+                                    "evaluation": dict}
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Profile) if f.default is not dataclasses.MISSING}
+
+
+def _kind(hint: Any) -> str:
+    """How a type reads in a message."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_kind(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {_kind(typing.get_args(hint)[0]).replace('a ', '').replace('an ', '')}s"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a table (dict)",
+             list: "a list", type(None): "null (JSON only: TOML has no null)"}
+    return names.get(typing.get_origin(hint) or hint, str(hint))
+
+
+def _typed(where: str, value: Any, hint: Any) -> Any:
+    """``value`` checked against ``hint`` and brought to it (a list to a tuple, an integer to a float); raises
+    :class:`ProfileError` naming ``where``, what was expected and what was found."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _typed(where, value, option)
+            except ProfileError:
+                continue
+    elif origin is tuple and isinstance(value, (list, tuple)):
+        item = typing.get_args(hint)[0]
+        return tuple(_typed(f"{where}[{i}]", v, item) for i, v in enumerate(value))
+    elif (origin or hint) is dict and isinstance(value, dict):
+        return dict(value)
+    elif hint is list and isinstance(value, list):
+        return value
+    elif hint is type(None) and value is None:
+        return None
+    elif hint is bool and isinstance(value, bool):
+        return value
+    elif hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)  # `lr = 1` in TOML is the float 1.0 of the config (and hashes as it)
+    elif hint is str and isinstance(value, str):
+        return value
+    raise ProfileError(f"{where}: expected {_kind(hint)}, but got {value!r} ({type(value).__name__}).")
+
+
+def _check_keys(where: str, data: Any, allowed: Mapping[str, Any] | tuple[str, ...], required: tuple[str, ...] = ()
+                ) -> dict[str, Any]:
+    """``data`` as a dict whose keys are all ``allowed`` and hold every ``required`` one."""
+    if not isinstance(data, Mapping):
+        raise ProfileError(f"{where}: expected a table (dict) of keys, but got {data!r} ({type(data).__name__}).")
+    unknown = [key for key in data if key not in allowed]
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), list(allowed), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ProfileError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}{hint}; allowed keys: "
+                           f"{', '.join(allowed)}.")
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise ProfileError(f"{where}: missing the required key(s) {', '.join(map(repr, missing))}.")
+    return dict(data)
+
+
+def _check_name(where: str, value: str, known: Any, what: str, fix: str) -> None:
+    if value not in known:
+        close = difflib.get_close_matches(value, list(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ProfileError(f"{where}: unknown {what} {value!r}{hint}; known: {', '.join(known)}. {fix}")
+
+
+def _unique(where: str, values: tuple[Any, ...]) -> None:
+    repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+    if repeated:
+        raise ProfileError(f"{where}: {', '.join(map(repr, repeated))} repeated; each may appear once.")
+    if not values:
+        raise ProfileError(f"{where}: expected at least one value, but the list is empty.")
+
+
+def _model_size(where: str, arch: str, data: Any) -> dict[str, Any]:
+    knobs = model_knobs(arch)
+    size = _check_keys(where, data, tuple(knobs))
+    for key, value in size.items():
+        default = knobs[key]
+        if default is not None:  # the default's type is the knob's (an int knob takes no 8.5)
+            size[key] = _typed(f"{where}.{key}", value, type(default))
+    return size
+
+
+def _evaluation(where: str, data: Any) -> EvalSettings:
+    values = {key: _typed(f"{where}.{key}", value, EVALUATION_TYPES[key])
+              for key, value in _check_keys(where, data, EVALUATION_TYPES).items()}
+    for i, metric in enumerate(values.get("metrics", ())):
+        _check_name(f"{where}.metrics[{i}]", metric, ALL_METRICS, "metric",
+                    "The paper's are the defaults; the others are measured when named.")
+    try:
+        return EvalSettings(**values)
+    except ValueError as error:
+        raise ProfileError(f"{where}: {error}") from None
+
+
+def _experiment(where: str, data: Any, controls: tuple[str, ...], seed: int) -> Experiment:
+    block = {key: _typed(f"{where}.{key}", value, EXPERIMENT_TYPES[key])
+             for key, value in _check_keys(where, data, EXPERIMENT_TYPES, ("dataset", "arch")).items()}
+    dataset, arch = block["dataset"], block["arch"]
+    _check_name(f"{where}.dataset", dataset.partition(":")[0].strip().lower(), DATASETS, "dataset",
+                "Register your own with sharpkit.data.register_dataset in a module passed with --import.")
+    _check_name(f"{where}.arch", arch, list_models(), "architecture",
+                "Register your own with sharpkit.models.register_model in a module passed with --import.")
+    train = {key: _typed(f"{where}.train.{key}", value, TRAIN_TYPES[key])
+             for key, value in _check_keys(f"{where}.train", block.get("train", {}), TRAIN_TYPES).items()}
+    experiment = Experiment(dataset, arch, _model_size(f"{where}.model_size", arch, block.get("model_size", {})),
+                            train, _evaluation(f"{where}.evaluation", block.get("evaluation", {})))
+    for control in controls:  # every run's config, checked now rather than hours into the sweep
+        try:
+            experiment.config(control, seed)
+        except ValueError as error:
+            raise ProfileError(f"{where}.train (with control {control!r}): {error}") from None
+    return experiment
+
+
+def _profile_from_dict(data: Mapping[str, Any], source: str) -> Profile:
+    top = {key: _typed(f"{source}: {key}", value, PROFILE_TYPES[key])
+           for key, value in _check_keys(source, data, PROFILE_TYPES, ("name", "experiments")).items()}
+    if not PROFILE_NAME.fullmatch(top["name"]):
+        raise ProfileError(f"{source}: name: expected letters, digits, '.', '_' or '-' (it names the results "
+                           f"folder), starting with a letter or digit, but got {top['name']!r}.")
+    version = top.get("version", 1)
+    if version < 1:
+        raise ProfileError(f"{source}: version: expected an integer >= 1, but got {version!r}.")
+    controls, seeds = top.get("controls", _DEFAULTS["controls"]), top.get("seeds", _DEFAULTS["seeds"])
+    _unique(f"{source}: controls", controls)
+    _unique(f"{source}: seeds", seeds)
+    for i, control in enumerate(controls):
+        _check_name(f"{source}: controls[{i}]", control, CONTROLS, "control", "See `sharpkit controls`.")
+    for i, seed in enumerate(seeds):
+        if seed < 0:
+            raise ProfileError(f"{source}: seeds[{i}]: expected a non-negative integer, but got {seed!r}.")
+    if not top["experiments"]:
+        raise ProfileError(f"{source}: experiments: expected at least one (dataset, arch) block, but got none.")
+    experiments = tuple(_experiment(f"{source}: experiments[{i}]", block, controls, seeds[0])
+                        for i, block in enumerate(top["experiments"]))
+    blocks = [(e.dataset, e.arch) for e in experiments]
+    for i, block in enumerate(blocks):
+        if block in blocks[:i]:
+            raise ProfileError(f"{source}: experiments[{i}] repeats dataset {block[0]!r} with arch {block[1]!r} of "
+                               f"experiments[{blocks.index(block)}]: results are grouped by (dataset, arch, control), "
+                               "so a profile holds one block of each; put the variant in a profile of its own.")
+    return Profile(top["name"], version, top.get("description", ""), experiments, controls, seeds)
+
+
+PROFILE_FILE_EXAMPLE = """\
+name = "my-grid"
+version = 1
+description = "narrow ResNet-18 and ViT on the embedded digits, with and without SAM"
+controls = ["baseline", "baseline_sam"]
+seeds = [0, 1, 2]
+
+[[experiments]]
+dataset = "digits"
+arch = "resnet18"
+model_size = { width = 4 }
+train = { epochs = 2, train_subset = 256, test_subset = 200, batch_size = 64, lr = 0.05 }
+evaluation = { metrics = ["test_accuracy", "generalization_gap", "sam_sharpness"], sam_samples = 3 }
+
+[[experiments]]
+dataset = "digits"
+arch = "vit"
+model_size = { dim = 32, depth = 1, heads = 2, dim_head = 16, mlp_dim = 32 }
+train = { epochs = 2, train_subset = 256, test_subset = 200, batch_size = 64, lr = 0.05, sam_rho = 0.1 }
+evaluation = { metrics = ["test_accuracy", "generalization_gap", "sam_sharpness"], sam_samples = 3 }
+"""
+
+def _key_list(keys: Mapping[str, Any]) -> str:
+    return textwrap.fill(", ".join(keys), width=110, initial_indent=" " * 17, subsequent_indent=" " * 17)
+
+
+PROFILE_FILE_FORMAT = f"""\
+A profile file (.toml or .json) defines one grid: every block of `experiments` (a dataset and an
+architecture) is trained with every control for every seed, then measured. Keys (only `name` and
+`experiments` are required):
+
+  name         the profile's name; its results go to RESULTS/<name>/ (letters, digits, . _ -)
+  version      an integer >= 1 (default 1): raise it when the grid changes, so that results of two
+               definitions never mix in one results folder
+  description  one line (default "")
+  controls     control names (default: the paper's six; `sharpkit controls` lists them all)
+  seeds        non-negative integers (default [0, 1])
+  experiments  a list of tables, one per (dataset, arch), with the keys
+    dataset      a dataset name (`sharpkit datasets`): digits, cifar10, npz:PATH (a relative PATH is
+                 read from the directory the sweep runs in), or one a module passed with --import registers
+    arch         a model name (`sharpkit models`, or one a module passed with --import registers)
+    model_size   the model's size knobs, e.g. {{ width = 8 }} (default: the paper's size)
+    train        settings of every run's config (default: the dataset's recipe and the control's
+                 regularisers):
+{_key_list(TRAIN_TYPES)}
+    evaluation   metric settings (default: the paper's CIFAR-10 settings):
+{_key_list(EVALUATION_TYPES)}
+
+Unknown keys, wrong types and unknown names are refused before anything runs. TOML has no null: leave a
+key out to get its default; a setting that must be null (e.g. corruption_subset, null = every test image)
+needs the .json form. `sharpkit sweep --profile NAME --export-profile` prints a built-in profile as JSON,
+a starting point. Example (grid.toml):
+
+{PROFILE_FILE_EXAMPLE}"""
+
+
+def read_profile_data(path: str | Path) -> dict[str, Any]:
+    """The plain data of a ``.toml`` or ``.json`` profile file (not yet validated)."""
+    file = Path(path)
+    kind = file.suffix.lower()
+    if kind not in (".toml", ".json"):
+        raise ProfileError(f"{file}: expected a .toml or .json profile file, but its suffix is {file.suffix!r}. "
+                           "Rename it (the suffix says how to read it).")
+    if not file.is_file():
+        raise FileNotFoundError(f"No profile file at {file.resolve()}. Pass --profile-file PATH of an existing "
+                                ".toml or .json file.")
+    try:
+        text = file.read_text(encoding="utf-8")
+        if kind == ".json":
+            return json.loads(text)
+        import tomllib  # Python 3.11+
+
+        return tomllib.loads(text)
+    except ImportError:
+        raise ProfileError(f"{file}: reading TOML needs Python 3.11 or newer (tomllib); write the profile as "
+                           ".json instead.") from None
+    except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError and TOMLDecodeError are ValueErrors
+        raise ProfileError(f"{file}: not a valid {kind[1:].upper()} file: {error}. Fix the syntax at that "
+                           "place.") from None
+
+
+def load_profile_file(path: str | Path) -> Profile:
+    """The profile a ``.toml`` or ``.json`` file defines (format: :data:`PROFILE_FILE_FORMAT`), validated by
+    :meth:`Profile.from_dict`. A file may take a built-in profile's name for that profile (as
+    ``--export-profile`` prints it) or a part of it (some of its blocks, controls or seeds: the same runs, the
+    same run ids, so they land in the built-in's results), but not for other runs: the two would share a
+    results folder.
+
+    Example::
+
+        >>> profile = load_profile_file("grid.toml")  # doctest: +SKIP
+        >>> len(profile.runs())  # doctest: +SKIP
+        12
+    """
+    data = read_profile_data(path)
+    profile = Profile.from_dict(data, source=str(path))
+    builtin = PROFILES.get(profile.name)
+    if builtin is not None:
+        # A part of a built-in profile (some of its blocks, controls or seeds) shares its results folder
+        # rightly: each of its runs is one of the built-in's, under the same id. Any other run is not.
+        known = {spec.run_id for spec in builtin.runs()}
+        foreign = [spec for spec in profile.runs() if spec.run_id not in known]
+        if profile.version != builtin.version or foreign:
+            what = (f"version {profile.version} (the built-in is version {builtin.version})"
+                    if profile.version != builtin.version else
+                    f"{len(foreign)} run(s) the built-in does not have (e.g. {foreign[0].config.arch} on "
+                    f"{foreign[0].config.dataset}, {foreign[0].config.control}, seed {foreign[0].config.seed})")
+            raise ProfileError(f"{path}: name: {profile.name!r} is a built-in profile's name, but this file defines "
+                               f"{what}; its results would mix with the built-in's. Give it a name of its own.")
+    return profile

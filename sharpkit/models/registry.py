@@ -23,7 +23,7 @@ from torch import nn
 
 from ..utils.validation import check_positive
 
-__all__ = ["register_model", "build_model", "list_models", "model_knobs", "count_parameters"]
+__all__ = ["register_model", "unregister_model", "build_model", "list_models", "model_knobs", "count_parameters"]
 
 ModelFactory = Callable[..., nn.Module]
 _F = TypeVar("_F", bound=ModelFactory)
@@ -84,6 +84,12 @@ def register_model(name: str) -> Callable[[_F], _F]:
     return decorator
 
 
+def unregister_model(name: str) -> None:
+    """Remove ``name`` from the registry (a test's or a notebook's temporary model); unknown names raise."""
+    _get_factory(name)
+    del _MODELS[name]
+
+
 def list_models() -> list[str]:
     """Names of all registered architectures, sorted."""
     return sorted(_MODELS)
@@ -94,7 +100,8 @@ def _get_factory(arch: str) -> ModelFactory:
         raise ValueError(
             f"Unknown model architecture {arch!r}. Registered architectures: "
             f"{', '.join(list_models())}. Pick one of those, or register a new one with "
-            f"`@sharpkit.models.register_model(name)`."
+            f"`@sharpkit.models.register_model(name)` (on the command line: in a module passed with "
+            f"--import MODULE)."
         )
     return _MODELS[arch]
 

@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from ..utils.validation import check_choice, check_positive
-from .controls import SAM_VARIANTS, get_control, recipe_for
+from .controls import CONTROLS, SAM_VARIANTS, get_control, recipe_for
+from ..data.datasets import DATASETS, data_root as default_data_root
 from ..data.loader import AUGMENTATIONS
 
 SCHEDULERS = ("none", "cosine")
@@ -132,3 +136,89 @@ def make_train_config(arch: str, dataset: str, control: str, seed: int, **overri
 
 def with_overrides(config: TrainConfig, **changes: Any) -> TrainConfig:
     return replace(config, **changes)
+
+
+def check_overrides_apply(control: str, overrides: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` when an override of one run cannot change what ``control`` trains: SAM's radius
+    given to a control without SAM would be stored in the config (and its id) yet never used."""
+    if "sam_rho" in overrides and not get_control(control).sam:
+        sam_controls = ", ".join(name for name, c in CONTROLS.items() if c.sam)
+        raise ValueError(f"The SAM radius (--rho {overrides['sam_rho']}) only acts on a control that trains with "
+                         f"SAM, but control {control!r} trains without it. Choose one of {sam_controls}, or drop "
+                         "--rho.")
+
+
+# --- where a run's data is -------------------------------------------------------------------------------
+# Dataset names such as ``npz:PATH`` carry a path. The stored profiles name theirs relative to the directory
+# the sweep runs in (``npz:../shared/data/...``), and their run ids hash that text, so those names stay as they
+# are; what changes is where a relative path is looked for.
+
+
+def _dataset_path(dataset: str) -> tuple[str, str] | None:
+    """``(name, path)`` of a registered dataset name that takes a path and has one; None otherwise."""
+    base, sep, path = dataset.strip().partition(":")
+    spec = DATASETS.get(base.strip().lower())
+    if not sep or spec is None or spec.path == "none" or not path.strip():
+        return None
+    return base.strip(), path.strip()
+
+
+def _join(folder: str | os.PathLike, path: str) -> Path:
+    return Path(os.path.abspath(os.path.join(os.path.expanduser(os.fspath(folder)), os.path.expanduser(path))))
+
+
+def absolute_dataset(dataset: str) -> str:
+    """``dataset`` with its path made absolute when it names an existing file or folder from the current
+    directory (``npz:data/x.npz`` -> ``npz:/home/me/project/data/x.npz``); any other name unchanged.
+
+    What ``sharpkit train`` stores for a new run, so that the run can be evaluated from anywhere. A path that
+    exists nowhere is left for the dataset's loader to report (it names the path and the directory)."""
+    found = _dataset_path(dataset)
+    if found is None:
+        return dataset
+    name, path = found
+    here = _join(os.getcwd(), path)
+    return f"{name}:{here}" if not os.path.isabs(path) and here.exists() else dataset
+
+
+def locate_dataset(dataset: str, trained_in: str | os.PathLike | None = None,
+                   data_root: str | os.PathLike | None = None) -> str:
+    """The name under which a run's ``dataset`` loads from the current directory.
+
+    A relative path that exists from here is used as it is. Otherwise it is looked for relative to
+    ``trained_in`` (the directory the run was trained in: the record's ``cwd``, which records written before it existed lack) and
+    then to the data root (``data_root``, else ``$SHARPKIT_DATA``, else ``~/.cache/sharpkit/data``); the first
+    existing one is returned as an absolute name. An ``npz:`` file found nowhere raises ``FileNotFoundError``
+    naming each place looked at and the fix; other names are left to their loader."""
+    found = _dataset_path(dataset)
+    if found is None or os.path.isabs(os.path.expanduser(found[1])):
+        return dataset
+    name, path = found
+    places = [("the current directory", os.getcwd())]
+    if trained_in is not None:
+        places.append(("the directory the run was trained in", os.fspath(trained_in)))
+    places.append(("the data root", os.fspath(default_data_root(data_root))))
+    for _, folder in places:
+        if _join(folder, path).exists():
+            return dataset if folder == os.getcwd() else f"{name}:{_join(folder, path)}"
+    if name.lower() != "npz":
+        return dataset
+    looked = "; ".join(f"{_join(folder, path)} ({label})" for label, folder in places)
+    unknown = "" if trained_in is not None else " (its record predates the field `cwd`: it does not say where that was)"
+    raise FileNotFoundError(
+        f"The run's dataset {dataset!r} names the file {path!r} relative to the directory the run was trained in"
+        f"{unknown}, and it is in none of the places looked at: {looked}. Run the command from the directory the "
+        f"run was trained in, or pass --data-root DIR such that DIR/{path} is the file.")
+
+
+def locate_run_dataset(run_dir: str | os.PathLike, data_root: str | os.PathLike | None = None) -> str | None:
+    """:func:`locate_dataset` for the run in ``run_dir`` (from its ``result.json``): the name to load its
+    data by when it differs from the one in its config; None when that one does (or the run has no readable
+    record, which the evaluation then reports)."""
+    try:
+        record = json.loads((Path(run_dir) / "result.json").read_text())
+        dataset = record["config"]["dataset"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    located = locate_dataset(dataset, record.get("cwd"), data_root)
+    return None if located == dataset else located

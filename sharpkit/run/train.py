@@ -466,6 +466,8 @@ def _finish(out: Path, config: TrainConfig, status: str, log: list[dict[str, Any
         "epochs_completed": epochs_completed,
         "config": config.to_dict(),
         "config_hash": config.config_hash(),
+        # What relative paths in the config (npz:PATH) resolve against: `sharpkit evaluate` finds them after a cd.
+        "cwd": os.getcwd(),
         "data": data_info,
         "uses_sam": config.uses_sam,
         "metrics": finite_metrics,

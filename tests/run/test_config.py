@@ -77,3 +77,55 @@ def test_unknown_control_and_fields():
         make_train_config("resnet18", "cifar10", "mixup", 0)
     with pytest.raises(ValueError, match="Unknown TrainConfig"):
         TrainConfig.from_dict({**make_train_config("resnet18", "cifar10", "baseline", 0).to_dict(), "colour": 1})
+
+
+# --- overrides of one run and where its data is -------------------------------------------------------------
+
+def test_an_override_that_cannot_act_is_refused_naming_the_controls_it_acts_on():
+    from sharpkit.run.config import check_overrides_apply
+
+    check_overrides_apply("baseline_sam", {"sam_rho": 0.1})
+    check_overrides_apply("baseline", {"weight_decay": 1e-3, "augmentation": "crop_flip"})
+    with pytest.raises(ValueError, match=r"control 'baseline' trains without it\. Choose one of baseline_sam.*asam"):
+        check_overrides_apply("baseline", {"sam_rho": 0.1})
+
+
+def test_absolute_dataset_makes_an_existing_relative_path_absolute_and_leaves_the_rest(tmp_path, monkeypatch):
+    from sharpkit.run.config import absolute_dataset
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.npz").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert absolute_dataset("npz:data/x.npz") == f"npz:{tmp_path / 'data' / 'x.npz'}"
+    assert absolute_dataset(f"npz:{tmp_path / 'data' / 'x.npz'}") == f"npz:{tmp_path / 'data' / 'x.npz'}"
+    assert absolute_dataset("npz:data/missing.npz") == "npz:data/missing.npz"  # left for the loader to report
+    assert absolute_dataset("cifar10-c:data") == f"cifar10-c:{tmp_path / 'data'}"
+    assert absolute_dataset("digits") == "digits" and absolute_dataset("cifar10") == "cifar10"
+
+
+def test_locate_dataset_looks_in_the_training_directory_then_the_data_root(tmp_path, monkeypatch):
+    from sharpkit.run.config import locate_dataset
+
+    trained_in, root, elsewhere = tmp_path / "project", tmp_path / "root", tmp_path / "elsewhere"
+    for folder in (trained_in / "data", root / "data", elsewhere):
+        folder.mkdir(parents=True)
+    (trained_in / "data" / "x.npz").write_bytes(b"")
+    monkeypatch.chdir(elsewhere)
+    assert locate_dataset("npz:data/x.npz", trained_in) == f"npz:{trained_in / 'data' / 'x.npz'}"
+    (root / "data" / "x.npz").write_bytes(b"")
+    assert locate_dataset("npz:data/x.npz", None, root) == f"npz:{root / 'data' / 'x.npz'}"
+    monkeypatch.chdir(trained_in)
+    assert locate_dataset("npz:data/x.npz", None, root) == "npz:data/x.npz"  # found from here: as stored
+    assert locate_dataset("digits", None) == "digits"
+
+
+def test_an_npz_file_found_nowhere_names_every_place_and_the_fix(tmp_path, monkeypatch):
+    from sharpkit.run.config import locate_dataset
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as info:
+        locate_dataset("npz:../shared/x.npz", None, tmp_path / "root")
+    message = str(info.value)
+    assert "'npz:../shared/x.npz'" in message and "does not say where that was" in message
+    assert str(tmp_path.parent / "shared" / "x.npz") in message and "--data-root DIR" in message
+    assert "from the directory the run was trained in" in message
