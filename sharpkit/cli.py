@@ -219,7 +219,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="measure augmentation controls on clean training data (the paper uses augmented)")
     p.add_argument("--corrupted", help="a corrupted set, e.g. cifar10-c or cifar10-c:DIR (default: generate one)")
     p.add_argument("--corruption-subset", type=int, default=1000, help="test images to corrupt when generating")
-    p.add_argument("--corruption-cache", help="where generated corrupted sets live (default: DATA_ROOT/generated-c)")
+    p.add_argument("--corruption-cache", help="where generated corrupted sets live (default: $SHARPKIT_CACHE/generated-c, else DATA_ROOT/generated-c)")
     p.add_argument("--data-root",
                    help="dataset root; also where a relative npz:PATH of the run is looked for when it is neither "
                         "in the current directory nor in the one the run was trained in")

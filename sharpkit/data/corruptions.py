@@ -72,6 +72,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from sharpkit.utils.io import TEMP_SUFFIX, remove_stale_temp_files, temp_prefix
 from sharpkit.utils.validation import check_positive
 
 CIFAR_C_CORRUPTIONS: tuple[str, ...] = (
@@ -749,8 +750,15 @@ def _sharpkit_version() -> str | None:
         return None
 
 
+def _temp_file(path: str) -> tuple[int, str]:
+    """A temporary file beside ``path``, named with this process (see :mod:`sharpkit.utils.io`), so that one
+    left by a killed writer is removed by the next."""
+    return tempfile.mkstemp(dir=os.path.dirname(path), prefix=temp_prefix(os.path.basename(path)),
+                            suffix=TEMP_SUFFIX)
+
+
 def _atomic_json(path: str, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".json")
+    fd, tmp = _temp_file(path)
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f, indent=2)
@@ -764,7 +772,7 @@ def _atomic_json(path: str, payload: dict) -> None:
 def _atomic_npy(path: str, shape: tuple[int, ...], dtype: np.dtype, fill: Callable[[np.ndarray], None]) -> None:
     """Create ``path`` as a .npy of ``shape``: ``fill`` writes a memory map of a temporary file in
     the same folder, which then replaces ``path`` (readers never see a half-written file)."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".npy")
+    fd, tmp = _temp_file(path)
     os.close(fd)
     try:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
@@ -831,6 +839,7 @@ def write_corrupted_npy(
         raise ValueError("Expected at least one image in `images`, but got N = 0.")
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
+    remove_stale_temp_files(out_dir)  # of a writer killed here before
     side = images.shape[2]
     images = images.cpu()
     chunks = range(0, n, _CHUNK)

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..utils.io import TEMP_SUFFIX, remove_stale_temp_files, temp_prefix
 from ..utils.validation import check_choice
 from .base import (
     CIFAR_MEAN,
@@ -703,9 +704,12 @@ def _read_tiny_cache(path: Path, wnids: Sequence[str], fingerprint: str) -> _Tin
 def _write_tiny_cache(
     path: Path, arrays: _TinyArrays, wnids: Sequence[str], fingerprint: str
 ) -> None:
-    # Write to a temporary name and rename, so an interrupted run never leaves a half cache.
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    # Write to a temporary name and rename, so an interrupted run never leaves a half cache; the name
+    # says which process writes it, so that one left by a killed process is removed here next time.
+    temporary = path.with_name(f"{temp_prefix(path.name)}npz{TEMP_SUFFIX}")
     try:
+        remove_stale_temp_files(path.parent, pattern=f".{path.name}.*{TEMP_SUFFIX}")
+        remove_stale_temp_files(path.parent, pattern=f"{path.name}.*{TEMP_SUFFIX}")  # named as before
         with open(temporary, "wb") as f:
             np.savez(
                 f,
@@ -1003,6 +1007,45 @@ def _npz_images(array: np.ndarray, key: str, file: Path) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def _npz_num_classes(array: np.ndarray, file: Path) -> int:
+    if array.size != 1 or not np.issubdtype(array.dtype, np.integer) or int(array.reshape(-1)[0]) < 1:
+        raise ValueError(
+            f"Expected `num_classes` in {file} as one integer >= 1 (np.int64(K)), but found dtype "
+            f"{array.dtype} and shape {array.shape}{f' holding {array.reshape(-1)[0]}' if array.size == 1 else ''}."
+        )
+    return int(array.reshape(-1)[0])
+
+
+def _label_ranges(labels: np.ndarray, limit: int = 8) -> str:
+    """Sorted distinct ``labels`` as ranges: ``0-9, 1000000`` (the first ``limit`` ranges)."""
+    breaks = np.flatnonzero(np.diff(labels) != 1)
+    starts = np.concatenate(([0], breaks + 1))
+    stops = np.concatenate((breaks, [len(labels) - 1]))
+    parts = [str(labels[a]) if a == b else f"{labels[a]}-{labels[b]}" for a, b in zip(starts, stops)]
+    more = len(parts) - limit
+    return ", ".join(parts[:limit]) + (f" and {more} more range(s)" if more > 0 else "")
+
+
+def _check_labels_dense(y_train: np.ndarray, y_test: np.ndarray, n_labels: int, file: Path) -> None:
+    """Without ``classes`` or ``num_classes`` the number of classes is read from the labels (largest + 1),
+    so every label 0..K-1 must occur: a gap (one stray label 10**6 among 0..9) would otherwise build a
+    model with 1,000,001 outputs in silence."""
+    present = np.union1d(y_train, y_test)
+    if len(present) == n_labels:
+        return
+    counts = {int(v): int((y_train == v).sum() + (y_test == v).sum()) for v in present[-3:]}
+    largest = ", ".join(f"{v} ({c} image{'s' if c != 1 else ''})" for v, c in reversed(counts.items()))
+    raise ValueError(
+        f"Expected the labels in {file} to be 0..K-1 with every class present (the file has no "
+        f"`classes` or `num_classes` to say otherwise), but they take {len(present)} distinct values: "
+        f"{_label_ranges(present)}. The largest label {n_labels - 1} would make a model of {n_labels} "
+        f"classes, {n_labels - len(present)} of them without a single image (largest labels: "
+        f"{largest}). Relabel onto 0..K-1 (np.unique(labels, return_inverse=True)), drop the stray "
+        "images, or, if classes without images are intended, store their number in the file: "
+        "`classes` (K names) or `num_classes` (np.int64(K))."
+    )
+
+
 def _npz_labels(array: np.ndarray, key: str, n: int, file: Path) -> np.ndarray:
     if array.shape != (n,) or not np.issubdtype(array.dtype, np.integer):
         raise ValueError(
@@ -1012,6 +1055,10 @@ def _npz_labels(array: np.ndarray, key: str, n: int, file: Path) -> np.ndarray:
     if array.min() < 0:
         raise ValueError(
             f"Expected `{key}` in {file} to hold labels >= 0, but found {array.min()}."
+        )
+    if array.max() > np.iinfo(np.int64).max:
+        raise ValueError(
+            f"Expected `{key}` in {file} to hold class indices, but found the label {array.max()}."
         )
     return array.astype(np.int64)
 
@@ -1063,7 +1110,9 @@ def load_npz(path: str | os.PathLike) -> ImageDataset:
 
     Arrays: ``x_train``, ``x_test`` uint8 images (N, H, W, 3) or (N, 3, H, W); ``y_train``,
     ``y_test`` integer labels (N,); optional ``classes`` (a string array in label order; without
-    it classes are named ``"0"``, ``"1"``, ...). A relative ``path`` resolves against the current
+    it classes are named ``"0"``, ``"1"``, ...) and ``num_classes`` (one integer). Without either, the
+    labels must be 0..K-1 with every one present (a stray large label is refused, not turned into a
+    model with that many outputs); with one, labels must lie below it. A relative ``path`` resolves against the current
     directory. Normalisation follows the image size: 64x64 images get ImageNet's mean/std (the
     TinyImageNet protocol), any other size CIFAR's 0.5.
     """
@@ -1098,18 +1147,32 @@ def load_npz(path: str | os.PathLike) -> ImageDataset:
                     f"Expected `classes` in {file} of shape (C,), but found shape {names.shape}."
                 )
             classes = tuple(str(n) for n in names)
+        num_classes = (_npz_num_classes(_npz_member(npz, "num_classes", file), file)
+                       if "num_classes" in npz.files else None)
+        names_present = {"classes"} & set(npz.files)
     if x_train.shape[2:] != x_test.shape[2:]:
         raise ValueError(
             f"Expected `x_train` and `x_test` in {file} to share one image size, but found "
             f"{x_train.shape[2:]} and {x_test.shape[2:]} (H, W)."
         )
     n_labels = int(max(y_train.max(), y_test.max())) + 1
+    if num_classes is not None and classes is not None and num_classes != len(classes):
+        raise ValueError(
+            f"Expected `num_classes` in {file} to equal the number of `classes` names, but found "
+            f"num_classes = {num_classes} and {len(classes)} names."
+        )
+    if classes is None and num_classes is not None:
+        classes = tuple(str(i) for i in range(num_classes))
     if classes is None:
+        _check_labels_dense(y_train, y_test, n_labels, file)
         classes = tuple(str(i) for i in range(n_labels))
     elif len(classes) < n_labels:
+        given = (f"{len(classes)} names in `classes`" if "classes" in names_present
+                 else f"num_classes = {num_classes}")
         raise ValueError(
-            f"Expected `classes` in {file} to name every label (at least {n_labels}), but found "
-            f"{len(classes)} names."
+            f"Expected every label in {file} below the number of classes, but the largest label is "
+            f"{n_labels - 1} and the file gives {given} (at least {n_labels} needed). Fix the stray "
+            "labels, or store the true number of classes."
         )
     imagenet_sized = x_train.shape[2:] == (_TINY_SIZE, _TINY_SIZE)
     return ImageDataset(

@@ -3,20 +3,26 @@
 Layout under ``<results>/<profile>/``:
 
 - ``sweep.json``: store schema version, the profile definition, and one entry per sweep invocation
-  (what ran, what was skipped, wall time, provenance);
+  (what ran, what was skipped, wall time, pid and host, provenance; status ``running``, ``finished``, or
+  ``killed`` once a later sweep found its process gone);
 - ``runs/<run_id>/result.json``: one finished run (status ``ok`` or ``diverged``), named by the hash of
-  its full config and evaluation settings, with its training log, metrics and provenance;
+  its full config and evaluation settings, with its training log, metrics, provenance and the digests
+  of its values (records stored before digests are valid and "unsigned");
 - ``cells/<dataset>-<arch>-<control>.json``: cross-seed prediction disagreement of one cell.
 
 Checkpoints and partial runs live in a cache directory (default ``~/.cache/sharpkit/runs``), which is
 never needed to rebuild tables. A result file appears (atomically) only when its run is complete, so a
-sweep killed at any moment and started again redoes exactly the runs without one.
+sweep killed at any moment and started again redoes exactly the runs without one; the temporary files
+a killed writer leaves are removed when the store is next opened for writing.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +30,10 @@ import pandas as pd
 
 from ..run.config import TrainConfig
 from ..run.evaluate import EvalSettings, decode_predictions
-from ..utils.io import write_json
-from ..utils.locks import folder_lock
+from ..run.train import TRAIN_LOCK
+from ..utils.io import check_writable, digest_mismatches, remove_stale_temp_files, write_json
+from ..utils.locks import LOCK_NAME, folder_lock, held_by_another, process_alive, shared_lock
+from ..utils.provenance import utc_now
 from ..metrics import prediction_disagreement
 from .profiles import Profile, RunSpec
 
@@ -68,9 +76,16 @@ def _read_json(path: Path) -> dict[str, Any]:
                          "edited by hand. Delete it (or its run folder) and run the sweep again to redo it.") from None
 
 
-def validate_run_record(record: dict[str, Any], path: Path) -> None:
-    """Raise :class:`StoreError` unless ``record`` is a complete, untampered run result."""
+def validate_run_record(record: dict[str, Any], path: Path) -> str:
+    """Raise :class:`StoreError` unless ``record`` is a complete, untampered run result.
+
+    Returns ``"signed"`` when the record carries the digests of its values (:func:`sharpkit.utils.io.sign_record`)
+    and they all match, ``"unsigned"`` for a record written before digests existed (still valid: its config
+    is checked against its run id, its values cannot be)."""
     fix = f"Delete {path.parent} and run the sweep again to redo that run."
+    if not isinstance(record, dict):
+        raise StoreError(f"{path} holds a JSON {type(record).__name__}, not a run record: it was edited by hand or "
+                         f"damaged. {fix}")
     if record.get("store_schema_version") != STORE_SCHEMA_VERSION:
         raise StoreError(f"{path} has store schema version {record.get('store_schema_version')!r}, but this sharpkit "
                          f"reads version {STORE_SCHEMA_VERSION}. Use a results folder written by this version. {fix}")
@@ -91,6 +106,11 @@ def validate_run_record(record: dict[str, Any], path: Path) -> None:
         missing = set(spec.evaluation.metrics) - set(record.get("evaluation", {}).get("metrics", {}))
         if missing:
             raise StoreError(f"{path} is marked ok but lacks the metrics {sorted(missing)}. {fix}")
+    mismatches = digest_mismatches(record)
+    if mismatches:
+        raise StoreError(f"{path}: {', '.join(mismatches)} {'does' if len(mismatches) == 1 else 'do'} not match the "
+                         f"digest written with the record; the file was edited by hand or damaged. {fix}")
+    return "unsigned" if mismatches is None else "signed"
 
 
 class ResultStore:
@@ -114,8 +134,29 @@ class ResultStore:
     def cell_path(self, dataset: str, arch: str, control: str) -> Path:
         return self.root / "cells" / f"{cell_name(dataset, arch, control)}.json"
 
-    def open(self) -> dict[str, Any]:
-        """Create the store or check that an existing one is compatible; returns sweep.json's content."""
+    def check_writable(self) -> None:
+        """Raise :class:`sharpkit.utils.io.NotWritableError` (read-only, or a full disk, with the path and the
+        fix) unless both the results folder and the cache can be written: asked before any run is spent."""
+        check_writable(self.root, "the sweep's results", "pass --results with a folder elsewhere; nothing was run")
+        check_writable(self.cache, "the sweep's checkpoints and partial runs", "pass --cache with a folder elsewhere "
+                       "(or set SHARPKIT_CACHE); nothing was run")
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Remove the temporary files that killed writers left in the store and its cache (their process is
+        gone; see :func:`sharpkit.utils.io.remove_stale_temp_files`); returns what was removed."""
+        folders = [self.root, self.root / "cells", self.cache, self.cache / "init", self.cache / "corrupted"]
+        for parent in (self.root / "runs", self.cache / "work"):
+            folders += sorted(p for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+        return remove_stale_temp_files(*folders)
+
+    def open(self, write: bool = False) -> dict[str, Any]:
+        """Create the store or check that an existing one is compatible; returns sweep.json's content.
+
+        ``write``: the caller is about to write (a sweep): first check that the results folder and the cache
+        are writable (:meth:`check_writable`) and remove stale temporary files (:meth:`remove_stale_temp_files`)."""
+        if write:
+            self.check_writable()
+            self.remove_stale_temp_files()
         if self.sweep_file.exists():
             info = _read_json(self.sweep_file)
             if info.get("store_schema_version") != STORE_SCHEMA_VERSION:
@@ -179,6 +220,38 @@ class ResultStore:
             write_json(self.sweep_file, info)
         return index
 
+    @contextlib.contextmanager
+    def sweep_session(self, log=print) -> Iterator[list[dict[str, Any]]]:
+        """Hold this store's sweep lock (shared: every live sweep of the store holds it) for the ``with``
+        block, after marking ``killed`` the entries of sweep.json still ``running`` whose process is gone
+        (:func:`_invocation_ended`); yields those entries. An entry keeps the wall time and runs it last
+        journalled, and gains ``killed_noted`` (when this was found)."""
+        with contextlib.ExitStack() as held:
+            with folder_lock(self.root, "an update of sweep.json", wait_s=60):
+                # Under the update lock, before this process holds the sweep lock: a sweep appends its entry
+                # only once it holds the sweep lock, so every entry read here whose sweep lives is seen held.
+                others = held_by_another(self.root, SWEEP_LOCK)
+                info = self.open()
+                killed = [e for e in info["sweeps"] if e.get("status") == "running"
+                          and _invocation_ended(e, others, self._run_lock_files())]
+                for entry in killed:
+                    entry.update(status="killed", killed_noted=utc_now())
+                if killed:
+                    write_json(self.sweep_file, info)
+                held.enter_context(shared_lock(self.root, SWEEP_LOCK))
+            for entry in killed:
+                who = f"pid {entry['pid']} on {entry.get('host', '?')}" if "pid" in entry else "an older sharpkit"
+                log(f"the sweep started {entry.get('started', '?')} ({who}) ended without finishing, after "
+                    f"{entry.get('ran', 0)} run(s) and {entry.get('wall_time_s', 0.0):.0f} s: marked killed in "
+                    f"{self.sweep_file}")
+            yield killed
+
+    def _run_lock_files(self) -> list[tuple[Path, str]]:
+        """The locks a sweep holds while it runs something: each run folder's in the store, each work
+        folder's training lock in the cache (folder, lock name)."""
+        locks = [(p.parent, p.name) for p in sorted((self.root / "runs").glob(f"*/{LOCK_NAME}"))]
+        return locks + [(p.parent, p.name) for p in sorted((self.cache / "work").glob(f"*/{TRAIN_LOCK}"))]
+
     def update_cells(self) -> list[str]:
         """Compute the cross-seed disagreement of every cell whose runs are all stored; returns the cells
         written. Diverged runs are left out and counted."""
@@ -208,6 +281,23 @@ class ResultStore:
             write_json(self.cell_path(dataset, arch, control), cell)
             written.append(cell_name(dataset, arch, control))
         return written
+
+
+SWEEP_LOCK = ".sweep.lock"  # in the store's folder: held (shared) by every live sweep of the store
+
+
+def _invocation_ended(entry: dict[str, Any], sweep_lock_held: bool, run_locks: list[tuple[Path, str]]) -> bool:
+    """Whether the sweep invocation of a ``running`` entry of sweep.json is gone. An entry that names its
+    process (pid, host) belongs to a sweep that holds the store's sweep lock while alive: gone when no other
+    process holds that lock, or when its pid is dead on this very machine. An older entry (no pid) is gone
+    only when no process holds any lock of the store (the sweep lock, a run's lock, a training's lock)."""
+    if "pid" in entry:
+        if not sweep_lock_held:
+            return True
+        return entry.get("host") == socket.gethostname() and not process_alive(int(entry["pid"]))
+    if sweep_lock_held:
+        return False
+    return not any(held_by_another(folder, name) for folder, name in run_locks)
 
 
 def _resolve_profile_dir(path: Path, profile: str | None) -> Path:

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 from ..utils.validation import check_choice, check_positive
 from ..run.config import TrainConfig
 from ..run.evaluate import EvalSettings, evaluate_run
-from ..utils.io import write_json
+from ..utils.io import copy_file, sign_record, write_json
 from ..utils.locks import BusyError, folder_lock
 from .profiles import Profile, RunSpec
 from ..utils.provenance import (arithmetic_differences, hardware, package_versions, pinned_code_version, provenance,
@@ -111,7 +112,7 @@ def _run_locked(spec: RunSpec, result_path: Path, work: Path, cache_dir: str, pr
     })
     if (work / REUSED_FROM).exists():  # also after a crash between the copy and this record
         record["training_reused_from"] = json.loads((work / REUSED_FROM).read_text())
-    write_json(result_path, record)
+    write_json(result_path, sign_record(record))  # digests of the values as stored (validate_run_record)
     return outcome.status
 
 
@@ -192,8 +193,7 @@ def reuse_training(config: TrainConfig, work_roots: list[Path], work: Path,
     # trains (or reuses) again.
     write_json(work / REUSED_FROM, origin)
     shutil.copyfile(source / "log.jsonl", work / "log.jsonl")
-    shutil.copyfile(source / "checkpoint.pt", work / "checkpoint.pt.tmp")
-    os.replace(work / "checkpoint.pt.tmp", work / "checkpoint.pt")
+    copy_file(source / "checkpoint.pt", work / "checkpoint.pt")  # a temporary file named by this process
     return origin
 
 
@@ -270,13 +270,25 @@ def sweep(profile: Profile, results_root: str | Path = "results", *, executor: s
         threads: CPU threads per run (:func:`resolve_threads`: default the store's, else 1); pinned in the
             store's sweep.json, so that any number of workers gives the same bits.
 
-    Every record names the git state at the start of the sweep (:func:`sharpkit.utils.provenance.pinned_code_version`).
+    Every record names the git state at the start of the sweep (:func:`sharpkit.utils.provenance.pinned_code_version`)
+    and carries the digests of its values (:func:`sharpkit.utils.io.sign_record`). Each invocation journals
+    itself in sweep.json with its pid and host; an earlier one left ``running`` whose process is gone is
+    marked ``killed`` (:meth:`~sharpkit.experiments.store.ResultStore.sweep_session`).
+
+    Raises:
+        sharpkit.utils.io.NotWritableError: the results folder or the cache is read-only or on a full disk
+            (found before any run is spent).
     """
     check_choice("executor", executor, EXECUTORS)
     check_positive("workers", workers, integer=True)
     with pinned_code_version():
-        return _sweep(profile, results_root, executor, workers, cache_dir, data_root, device, progress,
-                      slurm_executor, threads, log)
+        store = ResultStore(results_root, profile, cache_dir)
+        # Before any run: a read-only or full results folder or cache is reported (with the fix), temporary
+        # files of killed writers are removed, and invocations that were killed are marked so in sweep.json.
+        store.open(write=True)
+        with store.sweep_session(log):
+            return _sweep(profile, results_root, executor, workers, cache_dir, data_root, device, progress,
+                          slurm_executor, threads, log)
 
 
 def _sweep(profile: Profile, results_root: str | Path, executor: str, workers: int, cache_dir: str | Path | None,
@@ -313,7 +325,7 @@ def _sweep(profile: Profile, results_root: str | Path, executor: str, workers: i
         entry = {"started": started_at, "finished": utc_now(), "status": status, "wall_time_s": summary.wall_time_s,
                  "executor": executor, "workers": workers, "ran": len(summary.ran), "pending": len(pending),
                  "skipped": len(summary.skipped), "redone": len(summary.redone), "diverged": len(summary.diverged),
-                 "busy": len(summary.busy),
+                 "busy": len(summary.busy), "pid": os.getpid(), "host": socket.gethostname(),
                  "provenance": provenance(device if device != "auto" else None)}
         journal_index = store.record_sweep(entry, journal_index)
 

@@ -29,10 +29,12 @@ from ..utils.validation import check_choice, check_positive
 from .config import TrainConfig
 from ..data import CorruptedImageDataset, DeviceLoader, ImageDataset, derived_generator, load_dataset, subset_indices
 from ..data.datasets import data_root as default_data_root
-from ..utils.io import load_torch, write_json
+from ..utils.io import (DamagedFileError, check_writable, digest_mismatches, load_torch, make_temp_dir,
+                        read_json_object, remove_stale_temp_files, sign_record, write_json)
+from ..utils.locks import folder_lock
 from ..models import build_model
 from ..utils.provenance import provenance
-from .train import _size_kwargs, resolve_device
+from .train import TRAIN_LOCK, _size_kwargs, resolve_device
 
 EVALUATION_METRICS = ("test_accuracy", "test_ece", "generalization_gap", "corruption_accuracy")
 SHARPNESS_METRICS = ("fisher_rao_norm", "sam_sharpness", "relative_flatness")
@@ -145,14 +147,29 @@ def generated_corruptions_dir(config: TrainConfig, settings: EvalSettings, cache
     return cache_dir / f"{key}-n{subset}-seed{settings.corruption_seed}"
 
 
+CACHE_ENV = "SHARPKIT_CACHE"  # sharpkit's cache (runs, generated sets); the data root is only read from
+GENERATED_C = "generated-c"
+
+
+def default_corruption_cache(data_root: str | None = None) -> Path:
+    """Where generated corrupted sets live unless a ``cache_dir`` (``--corruption-cache``) is given:
+    ``$SHARPKIT_CACHE/generated-c`` when ``SHARPKIT_CACHE`` is set (non-empty), else
+    ``<data root>/generated-c`` (the data root as :func:`sharpkit.data.datasets.data_root` finds it)."""
+    cache = os.environ.get(CACHE_ENV)
+    if cache:
+        return Path(os.path.abspath(os.path.expanduser(cache))) / GENERATED_C
+    return default_data_root(data_root) / GENERATED_C
+
+
 def corrupted_test_set(config: TrainConfig, data: ImageDataset, settings: EvalSettings,
                        cache_dir: str | Path | None = None, data_root: str | None = None,
                        progress: bool = True) -> CorruptedImageDataset:
     """The corrupted test set a run is measured on: the named -C set, or a generated one.
 
     A generated set is made once per (dataset, subset, seed) under ``cache_dir`` (default
-    ``<data root>/generated-c``) and then reused: it is written to a private temporary folder and
-    renamed into place, so concurrent workers never read a half-written set.
+    :func:`default_corruption_cache`) and then reused: it is written to a private temporary folder and
+    renamed into place, so concurrent workers never read a half-written set (the temporary folders of
+    killed workers are removed).
     """
     from ..data.corruptions import write_corrupted_npy
 
@@ -162,16 +179,20 @@ def corrupted_test_set(config: TrainConfig, data: ImageDataset, settings: EvalSe
             raise ValueError(f"Expected a corrupted dataset name such as 'cifar10-c' for `corrupted`, but got "
                              f"{settings.corrupted!r}, which is a clean dataset.")
         return corrupted
-    cache = Path(cache_dir) if cache_dir is not None else default_data_root(data_root) / "generated-c"
+    cache = Path(cache_dir) if cache_dir is not None else default_corruption_cache(data_root)
     folder = generated_corruptions_dir(config, settings, cache)
     if not (folder / "corruptions.json").exists():
         test_idx = subset_indices(len(data.y_test), config.test_subset)
         images, labels = data.x_test[test_idx], data.y_test[test_idx]
         keep = subset_indices(len(labels), min(settings.corruption_subset or len(labels), len(labels)),
                               seed=settings.corruption_seed)
-        tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        write_corrupted_npy(images[keep], labels[keep], tmp, seed=settings.corruption_seed, progress=progress)
+        remove_stale_temp_files(cache)
+        tmp = make_temp_dir(cache, folder.name)
+        try:
+            write_corrupted_npy(images[keep], labels[keep], tmp, seed=settings.corruption_seed, progress=progress)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         try:
             os.rename(tmp, folder)
         except OSError:  # another worker finished first: use theirs
@@ -183,21 +204,82 @@ def corrupted_test_set(config: TrainConfig, data: ImageDataset, settings: EvalSe
 
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[TrainConfig, torch.nn.Module, dict]:
-    """A finished run's config, trained model (eval mode, on ``device``) and result record."""
+    """A finished run's config, trained model (eval mode, on ``device``) and result record.
+
+    Raises:
+        ValueError: the run is not finished (status other than ``ok``); its record's values do not match the
+            digests written with them (edited by hand); or its checkpoint belongs to another run or another
+            state of it (its config, status or final metrics differ from the record's), so that the metrics
+            would describe another model than the one the record names. Each message names both files and
+            the fix.
+    """
     run = Path(run_dir)
     result_path = run / "result.json"
     if not result_path.exists():
         raise FileNotFoundError(f"No result.json in {run}: train the run first (sharpkit train ... --out {run}).")
-    record = json.loads(result_path.read_text())
+    retrain = "Train the run again into a fresh folder (sharpkit train ... --out NEW_FOLDER) and evaluate that."
+    record = read_json_object(result_path, retrain)
     if record.get("status") != "ok":
-        raise ValueError(f"Run {run} has status {record.get('status')!r}; only finished runs ('ok') can be evaluated.")
+        why = "A diverged run has no model to measure. " if record.get("status") == "diverged" else ""
+        raise ValueError(f"Run {run} has status {record.get('status')!r} in {result_path}; only finished runs "
+                         f"('ok') can be evaluated. {why}{retrain}")
+    mismatches = digest_mismatches(record)
+    if mismatches:
+        raise ValueError(f"{result_path} was changed after it was written: {', '.join(mismatches)} "
+                         f"{'does' if len(mismatches) == 1 else 'do'} not match the digests written with the record "
+                         f"(edited by hand, or damaged). {retrain}")
+    if "config" not in record or "data" not in record:
+        raise DamagedFileError(result_path, f"it lacks the field {'config' if 'config' not in record else 'data'!r}",
+                               retrain)
     config = TrainConfig.from_dict(record["config"])
-    ckpt = load_torch(run / "checkpoint.pt", map_location=device)
+    ckpt_path = run / "checkpoint.pt"
+    ckpt = load_torch(ckpt_path, map_location=device, fix=retrain)
+    _check_checkpoint_matches(ckpt, ckpt_path, record, result_path, config)
     state = ckpt["model"]
     data = record["data"]
     model = build_model(config.arch, num_classes=data["num_classes"], **_size_kwargs(config, data["image_size"]))
     model.load_state_dict(state)
     return config, model.to(device).eval(), record
+
+
+def _config_dict(data: Any) -> Any:
+    """A config dict as the current TrainConfig writes it (defaults of fields added since filled in)."""
+    try:
+        return TrainConfig.from_dict(data).to_dict()
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return data
+
+
+def _check_checkpoint_matches(ckpt: dict[str, Any], ckpt_path: Path, record: dict[str, Any], result_path: Path,
+                              config: TrainConfig) -> None:
+    """Raise unless the checkpoint is the finished training that ``record`` describes (the trainer writes both
+    at the end of a run: the same config, status and final metrics)."""
+    problems = []
+    if "config" in ckpt:
+        stored = _config_dict(json.loads(ckpt["config"]))
+        recorded = config.to_dict()
+        if stored != recorded:
+            keys = sorted(k for k in set(stored) | set(recorded) if stored.get(k) != recorded.get(k))
+            problems.append("config: " + ", ".join(f"{k} {stored.get(k)!r} in the checkpoint, {recorded.get(k)!r} "
+                                                    "in the record" for k in keys))
+    status = ckpt.get("status")
+    if status is not None and status != record.get("status"):
+        progress = f" at epoch {ckpt.get('epoch')} of {config.epochs}" if status == "running" else ""
+        problems.append(f"status {status!r}{progress} in the checkpoint, {record.get('status')!r} in the record")
+    if not problems and "result_metrics" in ckpt:
+        metrics = {k: v for k, v in json.loads(ckpt["result_metrics"]).items()
+                   if isinstance(v, float) and np.isfinite(v)}
+        recorded = record.get("metrics", {})
+        keys = sorted(k for k in set(metrics) | set(recorded) if metrics.get(k) != recorded.get(k))
+        if keys:
+            problems.append("final metrics: " + ", ".join(f"{k} {metrics.get(k)!r} in the checkpoint, "
+                                                          f"{recorded.get(k)!r} in the record" for k in keys))
+    if problems:
+        raise ValueError(
+            f"{ckpt_path} does not belong to {result_path} ({'; '.join(problems)}): the metrics would describe "
+            "another model than the one the record names. Put back the checkpoint that was written with this "
+            "result.json, or train the run again into a fresh folder (sharpkit train ... --out NEW_FOLDER) and "
+            "evaluate that.")
 
 
 def beyond_measures(model: torch.nn.Module, batches: list, settings: EvalSettings, wanted: set[str],
@@ -249,11 +331,37 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings = EvalSettings(), *
     """Compute ``settings.metrics`` for the run in ``run_dir`` and merge them into its result.json.
 
     Returns the metric values computed now (name -> float). Details (per-corruption accuracies, the
-    standard error of SAM sharpness, the settings, provenance) go to ``result["evaluation"]``.
+    standard error of SAM sharpness, the settings, provenance) go to ``result["evaluation"]``; the record is
+    signed again (:func:`sharpkit.utils.io.sign_record`).
+
+    Raises:
+        ValueError: from :func:`load_run` (an unfinished run, an edited record, a checkpoint of another run).
+        sharpkit.utils.io.NotWritableError: the run folder, or the folder a generated corrupted set would be
+            cached in, is read-only or on a full disk; raised before any metric is computed.
+        sharpkit.utils.locks.BusyError: another process is training into (or evaluating) the run folder.
     """
     device = resolve_device(device)
     run = Path(run_dir)
+    if not (run / "result.json").exists():
+        raise FileNotFoundError(f"No result.json in {run}: train the run first (sharpkit train ... --out {run}).")
+    # Before any metric is computed: the record is rewritten at the end.
+    check_writable(run, "the run's metrics", "copy the run folder somewhere writable and evaluate the copy; nothing "
+                   "was computed")
+    # Held while measuring: a training into this folder (sharpkit train, a sweep) would replace the
+    # checkpoint being measured, or the record being added to.
+    with folder_lock(run, "a training or evaluation of this run", name=TRAIN_LOCK):
+        return _evaluate_locked(run, settings, data_root, device, cache_dir, progress, dataset)
+
+
+def _evaluate_locked(run: Path, settings: EvalSettings, data_root: str | None, device: torch.device,
+                     cache_dir: str | Path | None, progress: bool, dataset: ImageDataset | None) -> dict[str, float]:
     config, model, record = load_run(run, device)
+    if "corruption_accuracy" in settings.metrics and settings.corrupted is None:
+        cache = Path(cache_dir) if cache_dir is not None else default_corruption_cache(data_root)
+        if not (generated_corruptions_dir(config, settings, cache) / "corruptions.json").exists():
+            check_writable(cache, "the generated corrupted test set", "pass --corruption-cache DIR (or set "
+                           "SHARPKIT_CACHE) to generate it elsewhere, or --corrupted to use an existing set; "
+                           "nothing was computed")
     data = dataset if dataset is not None else load_dataset(config.dataset, root=data_root)
     values: dict[str, float] = {}
     details: dict[str, Any] = {}
@@ -323,5 +431,5 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings = EvalSettings(), *
     evaluation["settings"] = settings.to_dict()
     evaluation["provenance"] = provenance(device)
     record["evaluation"] = evaluation
-    write_json(run / "result.json", record)
+    write_json(run / "result.json", sign_record(record))
     return values

@@ -15,7 +15,7 @@ A damaged checkpoint is kept aside (``checkpoint.pt.corrupt-<time>``) and the ru
 
 Initial weights are made once per (dataset, arch, size, seed) in ``init_dir`` and loaded by every
 control, so all six controls of a seed start from the same point. The data order depends only on the
-seed and the epoch (:class:`~sharpkit.data.loader.DeviceLoader`), so they also see the same batches.
+seed and the epoch (``sharpkit.data.DeviceLoader``), so they also see the same batches.
 """
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ from .. import __version__
 from .config import TrainConfig
 from ..data.loader import derived_generator
 from ..data import DeviceLoader, ImageDataset, load_dataset, subset_indices
-from ..utils.io import DamagedFileError, load_torch, save_torch, write_json, write_text
+from ..utils.io import (DamagedFileError, check_writable, load_torch, remove_stale_temp_files, save_torch,
+                        sign_record, write_json, write_text)
 from ..utils.locks import folder_lock
 from ..models import build_model
 from ..optim import ASAM, SAM, AverageSAM, fam_penalty, kwon_param_groups
@@ -203,7 +204,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, data_root: str | None = N
     Args:
         config: the run.
         out_dir: run directory (created).
-        data_root: dataset root (see :func:`sharpkit.data.load_dataset`).
+        data_root: dataset root (see ``sharpkit.data.load_dataset``).
         init_dir: where the shared initial weights live (default ``out_dir/../init``).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
         progress: show a tqdm bar.
@@ -212,6 +213,23 @@ def train(config: TrainConfig, out_dir: str | Path, *, data_root: str | None = N
     Raises:
         sharpkit.utils.locks.BusyError: another live process is training into ``out_dir`` (two runs into one
             folder would overwrite each other's checkpoint; the lock of a process that ended is free).
+
+    Examples:
+        >>> import json, tempfile, torch
+        >>> from pathlib import Path
+        >>> from sharpkit.data import CIFAR_MEAN, CIFAR_STD, ImageDataset
+        >>> from sharpkit.run.config import make_train_config
+        >>> from sharpkit.run.train import train
+        >>> images = torch.randint(0, 256, (48, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        >>> data = ImageDataset("toy", images[:32], torch.arange(32) % 2, images[32:], torch.arange(16) % 2,
+        ...                     ("a", "b"), CIFAR_MEAN, CIFAR_STD)  # or a registered name: load_dataset(...)
+        >>> config = make_train_config("resnet18", "toy", "baseline_sam", seed=0, epochs=1, batch_size=16,
+        ...                            model_size={"width": 2})
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     result = train(config, Path(folder) / "run", dataset=data, progress=False, device="cpu")
+        ...     record = json.loads((result.out_dir / "result.json").read_text())  # beside checkpoint.pt, log.jsonl
+        >>> result.status, result.epochs_completed, record["status"], record["config"]["control"]
+        ('ok', 1, 'ok', 'baseline_sam')
     """
     out = Path(out_dir)
     with folder_lock(out, "a training", name=TRAIN_LOCK):
@@ -224,10 +242,15 @@ TRAIN_LOCK = ".train.lock"  # in the run folder, held while a process trains int
 def _train(config: TrainConfig, out: Path, data_root: str | None, init_dir: str | Path | None,
            device: str | torch.device | None, progress: bool, dataset: ImageDataset | None) -> TrainResult:
     init_dir = Path(init_dir) if init_dir is not None else out.parent / "init"
+    # Before an epoch is spent: a read-only folder or a full disk is named now, not after the training.
+    check_writable(out, "the run's checkpoint and record", "pass --out with a folder elsewhere; nothing was trained")
+    check_writable(init_dir, "the shared initial weights", "pass --init-dir with a folder elsewhere; nothing was trained")
+    remove_stale_temp_files(out, init_dir)
     device = resolve_device(device)
     if config.bf16 and device.type not in ("cuda", "cpu"):
         raise ValueError(f"bf16 autocast is offered on CUDA and CPU devices, not on {device.type!r}; "
-                         "drop --bf16 or use --device cpu/cuda.")
+                         "turn bf16 off (--bf16 of `sharpkit train`, or the profile's train bf16) or use a cpu or cuda "
+                         "device.")
     seed_everything(config.seed)
 
     data = dataset if dataset is not None else load_dataset(config.dataset, root=data_root)
@@ -478,5 +501,5 @@ def _finish(out: Path, config: TrainConfig, status: str, log: list[dict[str, Any
         "sharpkit_version": __version__,
         "provenance": provenance(device),
     }
-    write_json(out / "result.json", record)
+    write_json(out / "result.json", sign_record(record))  # digests of its values (validate_run_record)
     return _result_of(out, config, status, log, finite_metrics)

@@ -34,6 +34,22 @@ class BusyError(RuntimeError):
         self.folder, self.holder = folder, holder
 
 
+def process_alive(pid: int, host: str | None = None) -> bool:
+    """Whether process ``pid`` runs on this machine (True when ``host`` names another machine, or the
+    answer is unknown: only a process known to be gone counts as dead). A recycled pid reads as alive."""
+    if host is not None and host != socket.gethostname():
+        return True
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # someone else's process, or no way to ask
+        return True
+    return True
+
+
 def _holder(path: Path) -> dict:
     try:
         return json.loads(path.read_text() or "{}")
@@ -91,3 +107,49 @@ def folder_lock(folder: str | os.PathLike, what: str = "work in this folder", wa
         yield
     finally:
         handle.close()  # releases the flock
+
+
+def held_by_another(folder: str | os.PathLike, name: str = LOCK_NAME) -> bool:
+    """Whether some process holds the lock ``name`` of ``folder`` (shared or exclusive), as far as this
+    process can tell: False when the lock file does not exist. A lock this process holds through another
+    open file counts too (ask before taking it). Always False where locking is not available."""
+    path = Path(folder) / name
+    if fcntl is None or not path.exists():
+        return False
+    try:
+        handle = open(path)  # a flock needs no write access
+    except OSError:
+        return False
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        handle.close()  # releases the probe's lock, if it got it
+    return False
+
+
+@contextlib.contextmanager
+def shared_lock(folder: str | os.PathLike, name: str, wait_s: float = 10.0) -> Iterator[None]:
+    """Hold a shared lock ``name`` on ``folder`` for the ``with`` block: any number of processes may hold it
+    at once; it only tells :func:`held_by_another` that one of them is alive (the kernel drops it when its
+    process ends, however it ends). Waits up to ``wait_s`` for a brief exclusive probe to pass."""
+    folder = Path(folder)
+    if fcntl is None:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / name, "a+")
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise BusyError(folder, _holder(folder / name), "an exclusive use of this folder") from None
+                time.sleep(0.02)
+        yield
+    finally:
+        handle.close()

@@ -350,6 +350,20 @@ def test_write_corrupted_npy_layout(tmp_path, small: torch.Tensor) -> None:
     assert sorted(os.listdir(tmp_path)) == ["contrast.npy", "corruptions.json", "fog.npy", "labels.npy"]
 
 
+def test_write_corrupted_npy_removes_temp_files_of_a_killed_writer(tmp_path, small: torch.Tensor) -> None:
+    import subprocess
+    import sys
+
+    from sharpkit.utils import io
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    left = tmp_path / f".contrast.npy.{dead}@{io._host_tag()}.k1ll3d.tmp"  # a writer killed mid-array
+    left.write_bytes(b"half")
+    write_corrupted_npy(small, torch.arange(small.shape[0]), tmp_path, corruptions=["contrast"], progress=False)
+    assert sorted(os.listdir(tmp_path)) == ["contrast.npy", "corruptions.json", "labels.npy"]
+
+
 def test_write_corrupted_npy_subset_equals_full_run(tmp_path, large: torch.Tensor) -> None:
     labels = np.array([0, 1])
     write_corrupted_npy(large, labels, tmp_path / "a", corruptions=["snow", "gaussian_noise"], progress=False)

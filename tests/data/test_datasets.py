@@ -720,6 +720,40 @@ def test_npz_errors_name_file_key_and_shape(tmp_path):
         load_dataset(f"npz:{bad}")
 
 
+def test_npz_labels_must_be_dense_unless_the_file_gives_the_number_of_classes(tmp_path):
+    """One stray label 10**6 among 0..9 would make a 1,000,001-class model: refused, naming the labels and
+    the fix; a file that says how many classes it has may leave some without images."""
+    arrays = write_npz(tmp_path / "d.npz", classes=False)
+    bad = tmp_path / "bad.npz"
+    y_train = np.array([0, 1, 2, 0, 1, 10**6])
+    np.savez(bad, **{**arrays, "y_train": y_train})
+    with pytest.raises(ValueError) as error:
+        load_dataset(f"npz:{bad}")
+    message = str(error.value)
+    assert str(bad) in message and "0-2, 1000000" in message and "1000001 classes" in message
+    assert "999997 of them without a single image" in message and "1000000 (1 image)" in message
+    assert "np.unique(labels, return_inverse=True)" in message and "num_classes" in message
+    np.savez(bad, **{**arrays, "y_train": np.array([0, 1, 3, 0, 1, 3]), "y_test": np.array([3, 1, 0])})
+    with pytest.raises(ValueError, match=r"0-1, 3\. The largest label 3 would make a model of 4 classes"):
+        load_dataset(f"npz:{bad}")
+    # the number of classes given in the file: gaps allowed, labels below it
+    np.savez(bad, **{**arrays, "y_train": np.array([0, 1, 3, 0, 1, 3]), "num_classes": np.int64(5)})
+    data = load_dataset(f"npz:{bad}")
+    assert data.num_classes == 5 and data.classes == ("0", "1", "2", "3", "4")
+    np.savez(bad, **{**arrays, "y_train": y_train, "num_classes": np.int64(10)})
+    with pytest.raises(ValueError, match=r"largest label is 1000000 and the file gives num_classes = 10"):
+        load_dataset(f"npz:{bad}")
+    np.savez(bad, **{**arrays, "classes": np.array(["a", "b", "c"]), "num_classes": np.int64(4)})
+    with pytest.raises(ValueError, match=r"num_classes = 4 and 3 names"):
+        load_dataset(f"npz:{bad}")
+    np.savez(bad, **{**arrays, "num_classes": np.array([1.5])})
+    with pytest.raises(ValueError, match=r"`num_classes`.*one integer"):
+        load_dataset(f"npz:{bad}")
+    np.savez(bad, **{**arrays, "y_train": y_train, "classes": np.array(["a", "b", "c"])})
+    with pytest.raises(ValueError, match=r"largest label is 1000000 and the file gives 3 names in `classes`"):
+        load_dataset(f"npz:{bad}")
+
+
 def test_npz_that_is_damaged_or_no_npz_gets_our_message_not_numpys(tmp_path):
     write_npz(tmp_path / "d.npz")
     blob = (tmp_path / "d.npz").read_bytes()

@@ -133,6 +133,49 @@ def test_hand_edited_result_gives_one_clear_error_and_nothing_is_overwritten(ref
     assert victim.read_text() == before
 
 
+def test_stored_records_are_signed_and_a_hand_edited_metric_is_named(reference, tmp_path):
+    import shutil
+
+    from sharpkit.experiments.store import validate_run_record
+
+    shutil.copytree(reference, tmp_path / "results")
+    paths = sorted((tmp_path / "results" / "micro" / "runs").glob("*/result.json"))
+    assert {validate_run_record(json.loads(p.read_text()), p) for p in paths} == {"signed"}
+    record = json.loads(paths[0].read_text())
+    record["evaluation"]["metrics"]["sam_sharpness"] *= 0.5
+    paths[0].write_text(json.dumps(record))
+    with pytest.raises(StoreError, match="evaluation.metrics.sam_sharpness does not match the digest") as error:
+        load_results(tmp_path / "results", "micro")
+    assert str(paths[0]) in str(error.value) and "edited by hand" in str(error.value)
+
+
+def test_a_read_only_results_folder_is_reported_before_any_run(tmp_path, monkeypatch):
+    import sharpkit.experiments.sweep as sweep_module
+    from sharpkit.cli import main
+
+    def no_run(*_, **__):
+        raise AssertionError("a run started")
+
+    monkeypatch.setattr(sweep_module, "run_one", no_run)
+    results = tmp_path / "results"
+    results.mkdir()
+    if os.geteuid() != 0:
+        results.chmod(0o555)
+    else:  # root writes through modes: the system answers "no write access" instead
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, m, *a, **k: False if str(p).startswith(str(results))
+                            else real(p, m, *a, **k))
+    try:
+        with pytest.raises(OSError, match="read-only") as error:
+            sweep(micro_profile(), results, cache_dir=tmp_path / "cache", progress=False, log=lambda *_: None)
+        assert str(results) in str(error.value) and "--results" in str(error.value)
+        assert main(["sweep", "--profile", "digits-mini", "--results", str(results), "--cache",
+                     str(tmp_path / "cache"), "--no-progress"]) == 2  # the message, not a traceback
+    finally:
+        results.chmod(0o755)
+    assert list(results.iterdir()) == []
+
+
 def test_results_of_another_schema_or_profile_version_are_refused(reference, tmp_path):
     import shutil
 
@@ -216,11 +259,13 @@ def test_verify_detects_a_changed_metric(reference, tmp_path):
 
     from sharpkit.experiments.sweep import verify
 
+    from sharpkit.utils.io import sign_record
+
     shutil.copytree(reference, tmp_path / "results")
     for path in (tmp_path / "results" / "micro" / "runs").glob("*/result.json"):
         record = json.loads(path.read_text())
         record["evaluation"]["metrics"]["test_ece"] += 0.01
-        path.write_text(json.dumps(record))
+        path.write_text(json.dumps(sign_record(record)))  # signed again: as if computed so, not edited
     outcomes = verify(micro_profile(), tmp_path / "results", 1, device="cpu", log=lambda *_: None)
     assert not outcomes[0].passed and any("test_ece" in line for line in outcomes[0].lines)
 
@@ -421,10 +466,15 @@ def test_each_invocation_is_journalled_after_every_run_even_when_killed(tmp_path
         sweep(micro_profile(), tmp_path / "results", cache_dir=tmp_path / "cache", progress=False, log=lambda *_: None)
     (entry,) = load_sweep_info(tmp_path / "results", "micro")["sweeps"]
     assert entry["status"] == "running" and entry["ran"] == 2 and entry["pending"] == 4 and entry["wall_time_s"] > 0
+    assert entry["pid"] == os.getpid() and "host" in entry  # so that a later sweep can tell it is gone
     monkeypatch.setattr(sweep_module, "run_one", real)
-    sweep(micro_profile(), tmp_path / "results", cache_dir=tmp_path / "cache", progress=False, log=lambda *_: None)
+    messages = []
+    sweep(micro_profile(), tmp_path / "results", cache_dir=tmp_path / "cache", progress=False, log=messages.append)
     first, second = load_sweep_info(tmp_path / "results", "micro")["sweeps"]
-    assert first == entry and second["status"] == "finished" and second["ran"] == 2 and second["skipped"] == 2
+    # the killed invocation is marked so on restart, with the runs and wall time it last journalled
+    assert first == {**entry, "status": "killed", "killed_noted": first["killed_noted"]}
+    assert any("marked killed" in m and "after 2 run(s)" in m for m in messages)
+    assert second["status"] == "finished" and second["ran"] == 2 and second["skipped"] == 2
 
 
 def test_cells_are_rebuilt_when_nothing_is_pending(reference, tmp_path):

@@ -156,3 +156,148 @@ def test_clean_sam_sharpness_is_measured_beside_the_papers_on_fixed_clean_batche
     assert values["sam_sharpness_clean"] == pytest.approx(direct.value, rel=1e-12)
     assert values["sam_sharpness"] > 3 * values["sam_sharpness_clean"]
     assert "sam_sharpness_clean" not in EvalSettings().metrics  # stored run ids keep their settings hash
+
+
+def _copy(run, tmp_path):
+    import shutil
+
+    shutil.copytree(run, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def _edit_checkpoint(run, **changes):
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    ckpt.update(changes)
+    torch.save(ckpt, run / "checkpoint.pt")
+
+
+def test_a_checkpoint_that_does_not_belong_to_its_record_is_refused(tiny_run, digits, tmp_path, capsys):
+    """The checkpoint is the model measured, result.json names the run the metrics are stored under: they must
+    be one training (the trainer writes both at its end, with one config, status and final metrics)."""
+    run = _copy(tiny_run, tmp_path)
+    config = json.loads((run / "result.json").read_text())["config"]
+    _edit_checkpoint(run, config=json.dumps({**config, "seed": 5, "control": "baseline"}, sort_keys=True))
+    with pytest.raises(ValueError) as error:
+        evaluate_run(run, SMALL, dataset=digits, progress=False)
+    message = str(error.value)
+    assert f"{run / 'checkpoint.pt'} does not belong to {run / 'result.json'}" in message
+    assert "seed 5 in the checkpoint, 0 in the record" in message and "control 'baseline' in the checkpoint" in message
+    assert "fresh folder" in message
+    assert main(["evaluate", str(run), "--no-progress"]) == 2  # one line, no traceback
+    assert "does not belong to" in capsys.readouterr().err
+
+    run = _copy(tiny_run, tmp_path / "b")
+    _edit_checkpoint(run, status="running", epoch=0)  # a checkpoint of the training under way
+    with pytest.raises(ValueError, match=r"status 'running' at epoch 0 of 1 in the checkpoint, 'ok' in the record"):
+        load_run(run)
+
+    run = _copy(tiny_run, tmp_path / "c")
+    record = json.loads((run / "result.json").read_text())
+    record.pop("digests", None)  # a training's record, unsigned (sharpkit train), edited by hand
+    record["metrics"]["test_accuracy"] = 0.99
+    (run / "result.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"final metrics: test_accuracy .* in the checkpoint, 0.99 in the record"):
+        load_run(run)
+
+
+def test_an_evaluated_record_is_signed_and_a_hand_edited_value_is_refused(tiny_run, digits, tmp_path):
+    from sharpkit.utils.io import digest_mismatches
+
+    run = _copy(tiny_run, tmp_path)
+    settings = EvalSettings(metrics=("test_accuracy", "test_ece"))
+    evaluate_run(run, settings, dataset=digits, progress=False)
+    record = json.loads((run / "result.json").read_text())
+    assert digest_mismatches(record) == [] and "evaluation.metrics.test_ece" in record["digests"]
+    record["evaluation"]["metrics"]["test_ece"] = 0.0
+    (run / "result.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="evaluation.metrics.test_ece does not match the digests") as error:
+        evaluate_run(run, settings, dataset=digits, progress=False)
+    assert str(run / "result.json") in str(error.value)
+
+
+def test_generated_corruptions_go_to_sharpkit_cache_unless_a_folder_is_given(tiny_run, digits, tmp_path, monkeypatch):
+    from sharpkit.run.evaluate import default_corruption_cache
+
+    monkeypatch.setenv("SHARPKIT_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("SHARPKIT_CACHE", raising=False)
+    assert default_corruption_cache() == tmp_path / "data" / "generated-c"
+    monkeypatch.setenv("SHARPKIT_CACHE", "")  # empty counts as unset
+    assert default_corruption_cache() == tmp_path / "data" / "generated-c"
+    monkeypatch.setenv("SHARPKIT_CACHE", str(tmp_path / "cache"))
+    assert default_corruption_cache() == tmp_path / "cache" / "generated-c"
+    assert default_corruption_cache(str(tmp_path / "root")) == tmp_path / "cache" / "generated-c"
+
+    import sharpkit.data.corruptions as corruptions
+
+    class Written(Exception):
+        pass
+
+    def written(images, labels, out_dir, **_):  # where the set would be made (generating it takes a while)
+        assert out_dir.is_dir()
+        raise Written(out_dir)
+
+    monkeypatch.setattr(corruptions, "write_corrupted_npy", written)
+    run = _copy(tiny_run, tmp_path)
+    settings = EvalSettings(metrics=("corruption_accuracy",), corruption_subset=2)
+    with pytest.raises(Written) as where:
+        evaluate_run(run, settings, dataset=digits, progress=False)
+    assert where.value.args[0].parent == tmp_path / "cache" / "generated-c" and not (tmp_path / "data").exists()
+    assert list((tmp_path / "cache" / "generated-c").iterdir()) == []  # its temporary folder went with it
+    with pytest.raises(Written) as where:  # an explicit folder (--corruption-cache) wins over SHARPKIT_CACHE
+        evaluate_run(run, settings, dataset=digits, progress=False, cache_dir=tmp_path / "explicit")
+    assert where.value.args[0].parent == tmp_path / "explicit"
+
+
+def test_a_read_only_run_folder_or_cache_or_a_full_disk_is_reported_before_any_metric(tiny_run, digits, tmp_path,
+                                                                                     monkeypatch):
+    import errno
+    import os
+
+    from sharpkit.utils import io
+    from sharpkit.utils.io import NotWritableError
+
+    run = _copy(tiny_run, tmp_path)
+    before = (run / "result.json").read_bytes()
+
+    def no_metric(*_, **__):
+        raise AssertionError("a metric was computed before the check")
+
+    monkeypatch.setattr(M, "predict", no_metric)
+    real = os.access
+
+    def read_only(folder):
+        if os.geteuid() != 0:
+            folder.chmod(0o555)
+        else:  # root writes through modes: the system answers "no write access" instead
+            monkeypatch.setattr(os, "access", lambda p, m, *a, **k: False if str(p).startswith(str(folder))
+                                else real(p, m, *a, **k))
+
+    read_only(run)
+    try:
+        with pytest.raises(NotWritableError) as error:
+            evaluate_run(run, SMALL, dataset=digits, progress=False, cache_dir=tmp_path / "cache")
+    finally:
+        run.chmod(0o755)
+        monkeypatch.setattr(os, "access", real)
+    message = str(error.value)
+    assert "read-only" in message and str(run) in message and "nothing was computed" in message
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    read_only(cache)
+    try:
+        with pytest.raises(NotWritableError, match="--corruption-cache") as error:
+            evaluate_run(run, SMALL, dataset=digits, progress=False, cache_dir=cache)
+    finally:
+        cache.chmod(0o755)
+        monkeypatch.setattr(os, "access", real)
+    assert str(cache) in str(error.value)
+
+    def full(*_):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io, "_probe_write", full)
+    with pytest.raises(NotWritableError, match="Disk full") as error:
+        evaluate_run(run, SMALL, dataset=digits, progress=False, cache_dir=cache)
+    assert str(run) in str(error.value)
+    assert (run / "result.json").read_bytes() == before
