@@ -7,12 +7,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?=
 
-.PHONY: help venv test test-fast book benchmark clean
+.PHONY: help venv test test-fast book fixtures benchmark clean
 
 help:
 	@echo "make book [PROFILE=name]  set up .venv, run the sweep (stored results are reused) and build the book"
 	@echo "make test                 set up .venv and run every test (prints the 20 slowest)"
 	@echo "make test-fast            the unit tier only (no book, no sweeps, no wheel): minutes, for use between edits"
+	@echo "make fixtures             regenerate the book tests' fixtures (smoke results, executed notebooks)"
 	@echo "make benchmark            run the benchmarks in benchmarks/"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -35,6 +36,13 @@ test-fast: $(VENV)/.installed
 # minutes); PROFILE=... overrides. Writes the site to _build/html.
 book: $(VENV)/.installed
 	$(PY) scripts/build_book.py $(if $(PROFILE),--profile $(PROFILE),)
+
+# The book tests' fixtures: the smoke profile's results (a sweep reuses what is stored; delete
+# tests/book/results/smoke first to retrain it) and every notebook executed on them (nbval compares the
+# code's outputs with these). Run after a change that alters what a page prints; commit both folders.
+fixtures: $(VENV)/.installed
+	$(PY) -m sharpkit.cli sweep --profile smoke --results tests/book/results --no-progress
+	$(PY) scripts/build_book.py --profile smoke --results tests/book/results --execute-into tests/book/executed
 
 benchmark: $(VENV)/.installed
 	$(PY) benchmarks/train_throughput.py

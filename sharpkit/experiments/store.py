@@ -68,12 +68,25 @@ def cell_name(dataset: str, arch: str, control: str) -> str:
     return f"{safe}-{arch}-{control}"
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path, fix: str | None = None) -> dict[str, Any]:
+    """``path``'s JSON. With ``fix`` (what to do about it), anything but a JSON object is refused with a
+    :class:`StoreError` naming the file; without it, the caller checks the content (run records:
+    :func:`validate_run_record`)."""
     try:
-        return json.loads(path.read_text())
+        content = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise StoreError(f"{path} is not valid JSON ({error.msg} at line {error.lineno}); it was truncated or "
                          "edited by hand. Delete it (or its run folder) and run the sweep again to redo it.") from None
+    if fix is not None and not isinstance(content, dict):
+        raise StoreError(f"{path} holds a JSON {type(content).__name__}, not an object: it was damaged or edited by "
+                         f"hand. {fix}")
+    return content
+
+
+# What to do about a damaged cell file or sweep.json (the sweep rebuilds cells from the stored runs alone).
+_CELL_FIX = "Delete it and run the sweep again: it rebuilds the cell from the stored runs, without training."
+_SWEEP_FIX = ("Restore it from version control (git checkout -- <file>) or move the profile's folder away; "
+              "the runs in it are intact.")
 
 
 def validate_run_record(record: dict[str, Any], path: Path) -> str:
@@ -158,7 +171,7 @@ class ResultStore:
             self.check_writable()
             self.remove_stale_temp_files()
         if self.sweep_file.exists():
-            info = _read_json(self.sweep_file)
+            info = _read_json(self.sweep_file, _SWEEP_FIX)
             if info.get("store_schema_version") != STORE_SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.root} was written with store schema version {info.get('store_schema_version')!r}; this "
@@ -204,6 +217,22 @@ class ResultStore:
             if info.get("threads_per_run") != threads:
                 info["threads_per_run"] = threads
                 write_json(self.sweep_file, info)
+
+    def adopt_definition(self) -> dict[str, Any] | None:
+        """Store the code's definition of the profile in sweep.json when it differs from the stored one
+        under the same version (for example seeds added or dropped: runs are keyed by their own config, so
+        every stored run stays valid); the replaced definition is kept in ``definition_history`` with the
+        time it was replaced. Returns the replaced definition, or None when nothing changed."""
+        with folder_lock(self.root, "an update of sweep.json", wait_s=60):
+            info = self.open()
+            # Compared as JSON (tuples become lists), the form in which the stored one was written.
+            new, old = json.loads(json.dumps(self.profile.to_dict())), info.get("profile")
+            if old == new:
+                return None
+            info.setdefault("definition_history", []).append({"replaced": utc_now(), "definition": old})
+            info["profile"] = new
+            write_json(self.sweep_file, info)
+        return old
 
     def record_sweep(self, entry: dict[str, Any], index: int | None = None) -> int:
         """Append ``entry`` to sweep.json's history (``index`` None) or replace entry ``index`` with it;
@@ -317,7 +346,7 @@ def load_sweep_info(path: str | Path, profile: str | None = None) -> dict[str, A
     """sweep.json of a results folder: profile definition and the history of sweep invocations
     (with their wall time, hardware, versions and git commit)."""
     root = _resolve_profile_dir(Path(path), profile)
-    info = _read_json(root / "sweep.json")
+    info = _read_json(root / "sweep.json", _SWEEP_FIX)
     if info.get("store_schema_version") != STORE_SCHEMA_VERSION:
         raise StoreError(f"{root} was written with store schema version {info.get('store_schema_version')!r}; this "
                          f"sharpkit reads version {STORE_SCHEMA_VERSION}. Re-run the sweep into a new folder.")
@@ -341,7 +370,7 @@ def load_results(path: str | Path, profile: str | None = None) -> pd.DataFrame:
     load_sweep_info(root)  # schema check
     cells = {}
     for cell_file in sorted((root / "cells").glob("*.json")):
-        cells.update(_read_json(cell_file).get("per_run", {}))
+        cells.update(_read_json(cell_file, _CELL_FIX).get("per_run", {}))
     rows = []
     for result in sorted((root / "runs").glob("*/result.json")):
         record = _read_json(result)

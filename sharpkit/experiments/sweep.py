@@ -286,6 +286,11 @@ def sweep(profile: Profile, results_root: str | Path = "results", *, executor: s
         # Before any run: a read-only or full results folder or cache is reported (with the fix), temporary
         # files of killed writers are removed, and invocations that were killed are marked so in sweep.json.
         store.open(write=True)
+        replaced = store.adopt_definition()
+        if replaced is not None:
+            log(f"the definition of profile {profile.name!r} stored in {store.sweep_file} differed from the code's "
+                f"(seeds {replaced.get('seeds')} -> {list(profile.seeds)}); stored the code's, the old one is kept "
+                "in its definition_history")
         with store.sweep_session(log):
             return _sweep(profile, results_root, executor, workers, cache_dir, data_root, device, progress,
                           slurm_executor, threads, log)

@@ -211,3 +211,37 @@ def test_an_old_entry_without_pid_is_marked_killed_only_when_no_process_holds_a_
     with store.sweep_session(log=lambda *_: None):
         pass
     assert _sweeps(store)[0]["status"] == "killed" and _sweeps(store)[0]["wall_time_s"] == 3600.0
+
+
+def test_a_changed_seed_list_is_stored_and_the_old_definition_kept(tmp_path):
+    store = ResultStore(tmp_path / "results", PROFILE, cache_dir=tmp_path / "cache")
+    store.open(write=True)
+    assert store.adopt_definition() is None  # unchanged: nothing written
+    assert "definition_history" not in json.loads(store.sweep_file.read_text())
+    wider = PROFILE.__class__(**{**PROFILE.__dict__, "seeds": (0, 1, 2)})
+    store2 = ResultStore(tmp_path / "results", wider, cache_dir=tmp_path / "cache")
+    assert store2.adopt_definition()["seeds"] == [0]
+    info = json.loads(store.sweep_file.read_text())
+    assert info["profile"]["seeds"] == [0, 1, 2]
+    assert [h["definition"]["seeds"] for h in info["definition_history"]] == [[0]]
+    assert store2.adopt_definition() is None
+    # A run of the old definition keeps its id under the new one: runs are keyed by their own config.
+    assert PROFILE.runs()[0].run_id == wider.runs()[0].run_id
+
+
+@pytest.mark.parametrize("content", ["[]", "null", "3"])
+def test_a_cell_file_or_sweep_json_that_is_not_an_object_is_named_with_the_fix(tmp_path, content):
+    from sharpkit.experiments.store import load_results, load_sweep_info
+
+    store = ResultStore(tmp_path / "results", PROFILE, cache_dir=tmp_path / "cache")
+    store.open(write=True)
+    cell = store.root / "cells" / "digits-vit-baseline.json"
+    cell.parent.mkdir(parents=True, exist_ok=True)
+    cell.write_text(content)
+    with pytest.raises(StoreError, match=r"digits-vit-baseline\.json holds a JSON .*rebuilds the cell"):
+        load_results(store.root)
+    cell.unlink()
+    assert load_results(store.root).empty
+    store.sweep_file.write_text(content)
+    with pytest.raises(StoreError, match=r"sweep\.json holds a JSON .*runs in it are intact"):
+        load_sweep_info(store.root)
