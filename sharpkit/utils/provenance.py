@@ -112,6 +112,9 @@ def _cpu_flags() -> list[str]:
 # the TF32 override of NVIDIA's libraries. Recorded when set; a record without the field had none set.
 KERNEL_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE", "MKL_CBWR",
               "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY", "CUBLAS_WORKSPACE_CONFIG", "NVIDIA_TF32_OVERRIDE")
+#: The variables of :data:`KERNEL_ENV` that only CUDA kernels read: they cannot change a CPU run's bits
+#: (sharpkit.utils.seeding sets CUBLAS_WORKSPACE_CONFIG for every run, on any device).
+CUDA_ONLY_ENV = ("CUBLAS_WORKSPACE_CONFIG", "NVIDIA_TF32_OVERRIDE")
 
 
 def kernel_env() -> dict[str, str]:
@@ -158,9 +161,19 @@ def arithmetic_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     for key in ARITHMETIC_HARDWARE:
         if key in ha and key in hb and ha[key] != hb[key]:
             notes.append(f"{key} {ha[key]!r} vs {hb[key]!r}")
-    if ha.get("kernel_env", {}) != hb.get("kernel_env", {}):
-        notes.append(f"kernel_env {ha.get('kernel_env', {})!r} vs {hb.get('kernel_env', {})!r}")
+    env_a, env_b = _arithmetic_env(ha), _arithmetic_env(hb)
+    if env_a != env_b:
+        notes.append(f"kernel_env {env_a!r} vs {env_b!r}")
     return notes
+
+
+def _arithmetic_env(hardware_record: dict[str, Any]) -> dict[str, str]:
+    """The kernel variables that can change the bits of a run on its device: on a CPU, the CUDA-only ones
+    are left out. A record written before ``kernel_env`` existed reads as none set."""
+    env = dict(hardware_record.get("kernel_env", {}))
+    if torch.device(hardware_record.get("device", "cpu")).type != "cuda":
+        env = {k: v for k, v in env.items() if k not in CUDA_ONLY_ENV}
+    return env
 
 
 def utc_now() -> str:

@@ -58,3 +58,14 @@ def test_a_training_here_matches_its_own_provenance():
     here = provenance()
     assert _same_arithmetic(here, torch.device("cpu"), torch.get_num_threads())
     assert not _same_arithmetic(here, torch.device("cpu"), torch.get_num_threads() + 1)
+
+
+def test_cuda_only_variables_do_not_count_on_a_cpu():
+    cpu = _record()
+    cpu["hardware"]["kernel_env"] = {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+    old = _record()
+    del old["hardware"]["kernel_env"]  # an older record: nothing recorded
+    assert arithmetic_differences(old, cpu) == []
+    gpu, gpu_set = copy.deepcopy(old), copy.deepcopy(cpu)
+    gpu["hardware"]["device"] = gpu_set["hardware"]["device"] = "cuda:0"
+    assert arithmetic_differences(gpu, gpu_set) == ["kernel_env {} vs {'CUBLAS_WORKSPACE_CONFIG': ':4096:8'}"]
