@@ -25,7 +25,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 
+# Lint and type-check first (seconds), then every test.
 test: $(VENV)/.installed
+	$(PY) -m ruff check sharpkit tests scripts benchmarks
+	$(PY) -m mypy
 	$(PY) -m pytest -q --durations=20
 
 # The tiers are assigned in conftest.py (by folder) and registered in pyproject.toml.
@@ -49,4 +52,4 @@ benchmark: $(VENV)/.installed
 	$(PY) benchmarks/metrics.py
 
 clean:
-	rm -rf _build .pytest_cache
+	rm -rf _build .pytest_cache .mypy_cache .ruff_cache

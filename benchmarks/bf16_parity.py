@@ -26,8 +26,8 @@ from pathlib import Path
 from scipy import stats
 
 from sharpkit.experiments.profiles import get_profile
-from sharpkit.utils.parallel import process_map
 from sharpkit.run.train import train
+from sharpkit.utils.parallel import process_map
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,7 +39,8 @@ def trained(job: tuple) -> dict:
     if threads:
         torch.set_num_threads(threads)
     profile = get_profile(profile_name)
-    spec = next(s for s in profile.runs() if (s.config.arch, s.config.control, s.config.seed) == (arch, "baseline", seed))
+    spec = next(s for s in profile.runs()
+                if (s.config.arch, s.config.control, s.config.seed) == (arch, "baseline", seed))
     config = dataclasses.replace(spec.config, bf16=bf16)
     stored = REPO / "results" / profile.name / "runs" / spec.run_id / "result.json"
     if config == spec.config and stored.exists():
@@ -76,7 +77,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or tmp
         # Threads as the sweep's workers: one each (set explicitly, whatever --jobs).
-        jobs = [(profile.name, arch, seed, bf16, work, 1) for bf16 in precisions for arch in archs for seed in args.seeds]
+        jobs = [(profile.name, arch, seed, bf16, work, 1)
+                for bf16 in precisions for arch in archs for seed in args.seeds]
         rows = process_map(trained, jobs, args.jobs)
     if args.only:
         print(f"trained the {args.only} Baselines into {work}; run again without --only for the comparison")

@@ -23,7 +23,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +59,8 @@ digest = hashlib.sha256()
 for name in sorted(state):
     digest.update(name.encode()); digest.update(state[name].detach().contiguous().cpu().numpy().tobytes())
 print(json.dumps({"digest": digest.hexdigest(), "seconds": seconds, "status": result.status,
-                  "test_accuracy": result.metrics.get("test_accuracy"), "cpu_capability": hardware()["cpu_capability"]}))
+                  "test_accuracy": result.metrics.get("test_accuracy"),
+                  "cpu_capability": hardware()["cpu_capability"]}))
 """
 
 

@@ -35,8 +35,8 @@ from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from sharpkit.data import ImageDataset, load_dataset
-from sharpkit.models import build_model
 from sharpkit.experiments.profiles import get_profile
+from sharpkit.models import build_model
 from sharpkit.run.train import _size_kwargs, train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,8 @@ Steps (each prints the command it runs, so any of them can be repeated by hand):
 2. sweep: ``sharpkit sweep --profile P --results DIR`` (runs already stored are reused, not recomputed);
 3. notebooks: every jupytext notebook of ``notebooks/`` is converted to ``.ipynb`` and executed by
    papermill with its parameters into ``_build/src/notebooks/``; the ``table`` notebook runs once per
-   table of the paper (``table-1`` ... ``table-8``), the others once;
+   table of the paper (``table-1`` ... ``table-8``; ``table_nodata`` for a table whose experiment the profile
+   lacks), the others once; the parameters and papermill-injected cells are then tagged ``remove-cell``;
 4. MathJax: copied from the npm registry (``npm pack mathjax@3``) into the site, so formulas render
    without network; without npm the pages load it from the CDN;
 5. site: the prose (``book/``), ``_config.yml``, ``_toc.yml`` and the executed notebooks are staged in
@@ -131,13 +132,20 @@ def table_dataset(profile: str, arch: str, paper_ds: str) -> str:
     """The profile's dataset standing for the paper's ``paper_ds`` with ``arch`` (e.g. ``digits`` for
     CIFAR-10 in digits-mini); ``paper_ds`` itself when the profile has no such experiment (the page
     then says that there are no results and how to produce them)."""
-    from sharpkit.experiments.profiles import get_profile
     from sharpkit.analysis.report import paper_dataset
+    from sharpkit.experiments.profiles import get_profile
 
     for experiment in get_profile(profile).experiments:
         if experiment.arch == arch and paper_dataset(experiment.dataset) == paper_ds:
             return experiment.dataset
     return paper_ds
+
+
+def has_experiment(profile: str, arch: str, dataset: str) -> bool:
+    """Whether ``profile`` trains ``arch`` on exactly ``dataset``."""
+    from sharpkit.experiments.profiles import get_profile
+
+    return any(e.arch == arch and e.dataset == dataset for e in get_profile(profile).experiments)
 
 
 def book_pages(profile: str, results_dir: str) -> list[Page]:
@@ -146,11 +154,15 @@ def book_pages(profile: str, results_dir: str) -> list[Page]:
 
     common = {"results_dir": results_dir, "profile": profile}
     # The slowest first, so that they overlap with the others when several run at once.
-    pages = [Page("metrics_explained", "metrics_explained", {}), Page("kendall_tau", "kendall_tau", common),
-             Page("overview", "overview", common), Page("report", "report", common)]
+    pages = [Page("report", "report", common), Page("intro", "intro", common),
+             Page("metrics_explained", "metrics_explained", {}), Page("kendall_tau", "kendall_tau", common),
+             Page("overview", "overview", common), Page("own_model", "own_model", {})]
     for n, (arch, paper_ds) in sorted(paper_tables_index().items()):
-        parameters = {"arch": arch, "dataset": table_dataset(profile, arch, paper_ds), **common}
-        pages.append(Page(f"table-{n}", "table", parameters, title=paper_table(n).title))
+        dataset = table_dataset(profile, arch, paper_ds)
+        # A table whose experiment the profile lacks gets the page without runs of ours (table_nodata).
+        source = "table" if dataset != paper_ds or has_experiment(profile, arch, paper_ds) else "table_nodata"
+        parameters = {"arch": arch, "dataset": dataset, **common}
+        pages.append(Page(f"table-{n}", source, parameters, title=paper_table(n).title))
     # The chapter beyond the paper reads its own stored sweep whatever the main profile is.
     pages.append(Page("beyond", "beyond", {"results_dir": results_dir, "profiles": BEYOND_PROFILES,
                                            "diagonal_results": f"{results_dir}/{DIAGONAL_RESULTS}"}))
@@ -165,6 +177,27 @@ def set_title(notebook: Any, title: str) -> None:
             cell.source = "\n".join([f"# {title}"] + lines[1:])
             return
     raise ValueError("Expected a notebook whose first markdown cell starts with a '# ' title, but found none.")
+
+
+# Cells a reader never needs to see: the parameters cell of each notebook and the one papermill injects after
+# it (its values are the page's parameters, which the page states in words where they matter).
+MACHINERY_TAGS = ("parameters", "injected-parameters")
+
+
+def hide_machinery(path: Path) -> None:
+    """Tag the parameters and papermill-injected cells of the executed notebook ``path`` ``remove-cell``, so
+    that Jupyter Book leaves them out of the page (the notebook keeps them, for papermill and nbval)."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    changed = False
+    for cell in notebook.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if any(tag in tags for tag in MACHINERY_TAGS) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+            changed = True
+    if changed:
+        nbformat.write(notebook, path)
 
 
 def execute_page(page: Page, out_dir: Path, work_dir: Path, cwd: Path, threads: int) -> Path:
@@ -279,16 +312,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", help=f"sweep profile (default: the first of {', '.join(STORED_PROFILES)} whose "
                                           f"results are all stored, else {DEFAULT_PROFILE})")
-    parser.add_argument("--results", default="results", help="results root, relative to the repository (default: results)")
+    parser.add_argument("--results", default="results",
+                        help="results root, relative to the repository (default: results)")
     parser.add_argument("--output", default=str(ROOT), help="folder that receives _build/ (default: the repository)")
     parser.add_argument("--no-sweep", action="store_true", help="do not run the sweep; use the stored results only")
     parser.add_argument("--workers", type=int, default=1, help="sweep worker processes (default 1)")
     parser.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
                         help="notebooks executed at the same time (default: up to 4, one per core)")
     parser.add_argument("--no-strict", action="store_true", help="do not turn Sphinx warnings into errors")
-    parser.add_argument("--execute-into", help="only execute notebooks, into this folder (also their working directory)")
-    parser.add_argument("--executed", help="render the notebooks already executed in this folder (e.g. tests/book/executed) "
-                                           "instead of running the sweep and papermill")
+    parser.add_argument("--execute-into",
+                        help="only execute notebooks, into this folder (also their working directory)")
+    parser.add_argument("--executed",
+                        help="render the notebooks already executed in this folder (e.g. tests/book/executed) "
+                             "instead of running the sweep and papermill")
     parser.add_argument("--pages", help="comma-separated page names to execute (default: all)")
     return parser.parse_args(argv)
 
@@ -325,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_sweep:
             run_sweep(profile, results, args.workers)
         execute_pages(book_pages(profile, os.path.relpath(results, ROOT)), src / "notebooks", ROOT, args.jobs)
+    for notebook in sorted((src / "notebooks").glob("*.ipynb")):
+        hide_machinery(notebook)
     stage_sources(src, vendor_mathjax(build / "vendor"))
     html = build_site(src, output_root, strict=not args.no_strict)
     log(f"book ready in {time.perf_counter() - started:.0f} s: {html / 'index.html'}")

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from sharpkit.data import ImageDataset, load_dataset, subset_indices
 from sharpkit.experiments.profiles import get_profile
-from sharpkit.utils.parallel import process_map
 from sharpkit.run.train import train
+from sharpkit.utils.parallel import process_map
 
 
 def held_out_split(data: ImageDataset, train_subset: int | None, held_out: int) -> ImageDataset:

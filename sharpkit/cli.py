@@ -149,7 +149,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "same weights either way; give several runs one folder (e.g. runs/init) to have them load "
                         "the very same file")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast of the training steps (CUDA, or CPUs with AVX512-BF16/AMX); metrics stay float32")
+    p.add_argument("--bf16", action="store_true",
+                   help="bfloat16 autocast of the training steps (CUDA, or CPUs with AVX512-BF16/AMX); "
+                        "metrics stay float32")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true",
@@ -201,14 +203,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    from .run.evaluate import ALL_METRICS, METRICS
+    from .metrics.registry import DEFAULT_EVALUATED, EVALUATION_CHOICES
 
     p = sub.add_parser("evaluate", help="compute the paper's metrics for a trained run",
                        description="Compute metrics of a finished run and add them to its result.json.")
     p.add_argument("run_dir", help="a run directory written by `sharpkit train`")
-    p.add_argument("--metrics", nargs="+", choices=ALL_METRICS, default=list(METRICS), metavar="METRIC",
-                   help=f"metrics to compute (default: the paper's {', '.join(METRICS)}; also "
-                        f"{', '.join(m for m in ALL_METRICS if m not in METRICS)})")
+    p.add_argument("--metrics", nargs="+", choices=EVALUATION_CHOICES, default=list(DEFAULT_EVALUATED),
+                   metavar="METRIC", help=f"metrics to compute (default: the paper's {', '.join(DEFAULT_EVALUATED)}; "
+                   f"also {', '.join(m for m in EVALUATION_CHOICES if m not in DEFAULT_EVALUATED)})")
     p.add_argument("--sam-samples", type=int, default=100, help="random perturbations for SAM sharpness")
     p.add_argument("--sam-convention", choices=["paper", "clean"], default="paper")
     p.add_argument("--train-fraction", type=float, default=1.0,
@@ -219,7 +221,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="measure augmentation controls on clean training data (the paper uses augmented)")
     p.add_argument("--corrupted", help="a corrupted set, e.g. cifar10-c or cifar10-c:DIR (default: generate one)")
     p.add_argument("--corruption-subset", type=int, default=1000, help="test images to corrupt when generating")
-    p.add_argument("--corruption-cache", help="where generated corrupted sets live (default: $SHARPKIT_CACHE/generated-c, else DATA_ROOT/generated-c)")
+    p.add_argument("--corruption-cache",
+                   help="where generated corrupted sets live (default: $SHARPKIT_CACHE/generated-c, "
+                        "else DATA_ROOT/generated-c)")
     p.add_argument("--data-root",
                    help="dataset root; also where a relative npz:PATH of the run is looked for when it is neither "
                         "in the current directory nor in the one the run was trained in")
@@ -230,7 +234,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .data import load_dataset
+    from .data import load_clean
     from .run.config import locate_run_dataset
     from .run.evaluate import EvalSettings, evaluate_run
 
@@ -241,7 +245,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                             corruption_subset=args.corruption_subset)
     # A run trained elsewhere may name its data by a path relative to where it was trained.
     located = locate_run_dataset(args.run_dir, args.data_root)
-    dataset = load_dataset(located, root=args.data_root) if located is not None else None
+    dataset = load_clean(located, root=args.data_root) if located is not None else None
     values = evaluate_run(args.run_dir, settings, data_root=args.data_root, device=args.device,
                           cache_dir=args.corruption_cache, progress=not args.no_progress, dataset=dataset)
     for name, value in values.items():
@@ -265,10 +269,10 @@ def _add_corrupt(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_corrupt(args: argparse.Namespace) -> int:
+    from .data import load_clean, subset_indices
     from .data.corruptions import write_corrupted_npy
-    from .data import load_dataset, subset_indices
 
-    data = load_dataset(args.dataset, root=args.data_root)
+    data = load_clean(args.dataset, root=args.data_root)
     idx = subset_indices(len(data.y_test), args.test_subset, seed=args.seed)
     written = write_corrupted_npy(data.x_test[idx], data.y_test[idx], args.out, corruptions=args.corruptions,
                                   seed=args.seed, progress=not args.no_progress)
@@ -365,7 +369,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     df = load_results(args.results, args.profile)
     info = load_sweep_info(args.results, args.profile)
     if df.empty:
-        raise ValueError(f"No runs stored yet for profile {args.profile!r}; run `sharpkit sweep --profile {args.profile}`.")
+        raise ValueError(f"No runs stored yet for profile {args.profile!r}; "
+                         f"run `sharpkit sweep --profile {args.profile}`.")
     print(f"profile {args.profile}: {len(df)} runs ({(df.status == 'ok').sum()} ok, {(df.status != 'ok').sum()} "
           f"excluded), sweep wall time {info['wall_time_s']:.0f} s")
     html = []

@@ -41,7 +41,8 @@ def test_a_learning_rate_that_is_not_finite_and_positive_is_refused(tmp_path, ca
         main(["train", "--arch", "resnet18", "--dataset", "digits", "--control", "baseline", "--seed", "0",
               "--out", str(tmp_path / "run"), "--lr", lr, *TINY])
     assert info.value.code == 2 and not (tmp_path / "run").exists()
-    assert f"argument --lr: expected a finite number larger than 0 (e.g. 0.01), but got '{lr}'" in capsys.readouterr().err
+    assert (f"argument --lr: expected a finite number larger than 0 (e.g. 0.01), but got '{lr}'"
+            in capsys.readouterr().err)
 
 
 def test_unknown_control_is_rejected_by_the_parser(tmp_path, capsys):
@@ -89,7 +90,8 @@ def test_a_flag_overrides_the_controls_recipe_and_so_the_run_id(capsys, control,
 
 @pytest.mark.parametrize("flags, message", [
     (["--momentum", "1.5"], "argument --momentum: expected a number in [0, 1) (e.g. 0.9), but got '1.5'"),
-    (["--weight-decay", "-1"], "argument --weight-decay: expected a finite number at least 0 (e.g. 5e-4), but got '-1'"),
+    (["--weight-decay", "-1"],
+     "argument --weight-decay: expected a finite number at least 0 (e.g. 5e-4), but got '-1'"),
     (["--rho", "0"], "argument --rho: expected a finite number larger than 0 (e.g. 0.01), but got '0'"),
     (["--scheduler", "step"], "argument --scheduler: invalid choice: 'step' (choose from"),
     (["--augmentation", "mixup"], "argument --augmentation: invalid choice: 'mixup' (choose from"),
@@ -210,7 +212,8 @@ def test_a_user_model_and_dataset_train_and_evaluate_through_import(plugin_dir, 
     code = main(["evaluate", str(out), "--import", PLUGIN, "--metrics", "test_accuracy", "sam_sharpness",
                  "--sam-samples", "2", "--no-progress"])
     assert code == 0 and "sam_sharpness" in capsys.readouterr().out
-    assert {"test_accuracy", "sam_sharpness"} <= set(json.loads((out / "result.json").read_text())["evaluation"]["metrics"])
+    evaluated = json.loads((out / "result.json").read_text())["evaluation"]["metrics"]
+    assert {"test_accuracy", "sam_sharpness"} <= set(evaluated)
 
 
 def test_init_weights_are_written_inside_the_run_folder(plugin_dir, tmp_path, capsys):

@@ -16,6 +16,7 @@ excluded from every number and counted in the table.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import html
 import math
@@ -27,8 +28,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..utils.validation import check_choice
+from ..metrics.registry import (
+    FIT_METRICS,
+    REGISTRY,
+    TABLE_EVALUATIONS,
+    TABLE_METRICS,
+    TABLE_SHARPNESS_METRICS,
+    error_columns,
+    error_name,
+    metric_info,
+)
 from ..run.controls import CONTROLS
+from ..utils.validation import check_choice
+from .names import ARCH_NAMES, DATASET_NAMES, arch_name, dataset_name
 from .stats import (
     PairedTest,
     _require_columns,
@@ -44,6 +56,7 @@ __all__ = [
     "DISPLAY_LABELS",
     "ERROR_EVALUATIONS",
     "BETTER",
+    "COLUMN_GROUPS",
     "FIT_METRICS",
     "DATASET_LABELS",
     "EVALUATION_METRICS",
@@ -63,60 +76,36 @@ __all__ = [
     "results_table",
 ]
 
-# How well each run fits its training subset (eval mode, clean images): not a column of the paper, which is
-# about minima and so takes it as given; shown first so that a table says whether its runs are at a minimum.
-FIT_METRICS: tuple[str, ...] = ("train_accuracy",)
-# Columns of Tables 1-8, in the paper's order, with the fit first and, after the paper's SAM sharpness, the
-# same measure in the clean convention (fixed, un-augmented batches) where a profile measured it.
-TABLE_METRICS: tuple[str, ...] = (
-    "train_accuracy", "test_accuracy", "test_ece", "corruption_accuracy", "prediction_disagreement",
-    "fisher_rao_norm", "sam_sharpness", "sam_sharpness_clean", "relative_flatness",
-)
-METRIC_TITLES: dict[str, str] = {
-    "train_accuracy": "Train Accuracy (eval)",
-    "test_accuracy": "Test Accuracy",
-    "test_ece": "Test ECE",
-    "corruption_accuracy": "Corruption Accuracy",
-    "prediction_disagreement": "Prediction Disagreement",
-    "fisher_rao_norm": "Fisher Rao Norm",
-    "sam_sharpness": "SAM Sharpness",
-    "sam_sharpness_clean": "SAM Sharpness (clean)",
-    "relative_flatness": "Relative Flatness",
-}
+# The columns of Tables 1-8, their titles, directions and formats come from the registry
+# (sharpkit.metrics.registry). TABLE_METRICS: the paper's order, with the fit first (how well each run fits its
+# training subset, eval mode, clean images: not a column of the paper, which is about minima and so takes it
+# as given; shown first so that a table says whether its runs are at a minimum) and, after the paper's SAM
+# sharpness, the same measure in the clean convention (fixed, un-augmented batches) where a profile measured it.
+METRIC_TITLES: dict[str, str] = {m: metric_info(m).label for m in TABLE_METRICS}
 # Each evaluation written as an error (see with_errors), in the column order of the Kendall-tau grids.
-ERROR_EVALUATIONS: tuple[str, ...] = ("test_error", "test_ece", "corruption_error", "prediction_disagreement")
+ERROR_EVALUATIONS: tuple[str, ...] = tuple(error_name(m) for m in TABLE_EVALUATIONS)
 # What figures and tables call the metrics, the errors, the measures beyond the paper and the controls.
 DISPLAY_LABELS: dict[str, str] = {
-    **METRIC_TITLES, "test_error": "Test error", "corruption_error": "Corruption error (%)",
-    "adaptive_average_sharpness": "Adaptive avg. sharpness", "adaptive_worst_sharpness": "Adaptive worst sharpness",
-    "worst_sharpness": "Worst-case sharpness", "hessian_trace": "Hessian trace",
-    "adaptive_hessian_trace": "Adaptive Hessian trace", "hessian_top_eigenvalue": "Top Hessian eigenvalue",
-    "asymmetry_factor": "Asymmetry factor", **{name: control.label for name, control in CONTROLS.items()},
+    **{name: info.title for name, info in REGISTRY.items() if info.title is not None},
+    **{name: control.label for name, control in CONTROLS.items()},
 }
 # Direction of "better" of the evaluation columns (the ones the paper prints in bold). Sharpness
-# columns have none: lower means flatter, which is the question the paper studies, not a score.
-BETTER: dict[str, str | None] = {
-    "train_accuracy": None,  # not a score: 1 = at a minimum of the training subset
-    "test_accuracy": "higher",
-    "test_ece": "lower",
-    "corruption_accuracy": "higher",
-    "prediction_disagreement": "lower",
-    "fisher_rao_norm": None,
-    "sam_sharpness": None,
-    "sam_sharpness_clean": None,
-    "relative_flatness": None,
+# columns have none: lower means flatter, which is the question the paper studies, not a score; nor has
+# the fit (1 = at a minimum of the training subset).
+BETTER: dict[str, str | None] = {m: metric_info(m).better for m in TABLE_METRICS}
+# The old names of the two column groups; sharpkit.run.evaluate's EVALUATION_METRICS and SHARPNESS_METRICS
+# are other sets (the default evaluation of a run).
+EVALUATION_METRICS: tuple[str, ...] = TABLE_EVALUATIONS
+SHARPNESS_METRICS: tuple[str, ...] = TABLE_SHARPNESS_METRICS
+# The two tables a page shows for one (arch, dataset): how good the models are, and how sharp.
+COLUMN_GROUPS: dict[str, tuple[str, ...]] = {
+    "evaluations": FIT_METRICS + TABLE_EVALUATIONS,
+    "sharpness": TABLE_SHARPNESS_METRICS,
 }
-EVALUATION_METRICS: tuple[str, ...] = tuple(m for m in TABLE_METRICS if BETTER[m] is not None)
-SHARPNESS_METRICS: tuple[str, ...] = tuple(m for m in TABLE_METRICS if BETTER[m] is None and m not in FIT_METRICS)
-_SCIENTIFIC = frozenset({"sam_sharpness", "sam_sharpness_clean"})  # printed like the paper: 4.052E-06
 
-ARCH_LABELS: dict[str, str] = {
-    "resnet18": "ResNet-18", "resnet18_tin": "ResNet-18", "vgg19": "VGG-19", "vgg19bn": "VGG-19BN",
-    "vgg19bn_tin": "VGG-19BN", "vit": "ViT",
-}
-DATASET_LABELS: dict[str, str] = {
-    "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tinyimagenet": "TinyImageNet", "digits": "Digits",
-}
+# The reader's names live in one place (sharpkit.analysis.names); these are the same mappings.
+ARCH_LABELS: dict[str, str] = ARCH_NAMES
+DATASET_LABELS: dict[str, str] = DATASET_NAMES
 # The CSV names the TinyImageNet models as the paper does; sharpkit's registry names differ.
 _CSV_TO_REGISTRY: dict[tuple[str, str], str] = {
     ("resnet18", "tinyimagenet"): "resnet18_tin",
@@ -136,7 +125,7 @@ def format_cell(metric: str, mean: float, sem: float) -> str:
     mean alone when the SEM is undefined (a single seed)."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return ""
-    spec = ".3E" if metric in _SCIENTIFIC else ".3f"
+    spec = metric_info(metric).display_format if metric in REGISTRY else ".3f"
     if sem is None or (isinstance(sem, float) and math.isnan(sem)):
         return format(mean, spec)
     return f"{mean:{spec}} ± {sem:{spec}}"
@@ -213,7 +202,10 @@ class ResultsTable:
         else:
             lines.append("Mean ± SEM (std with ddof=0 / sqrt(n), the paper's convention) over the seeds "
                          "of status 'ok'; Runs = seeds per cell.")
-        lines.append("Bold: best in the column (evaluations only; for sharpness, lower = flatter).")
+        if any(BETTER.get(m) for m in self.metrics):
+            lines.append("Bold: best in the column.")
+        if any(m in TABLE_SHARPNESS_METRICS for m in self.metrics):
+            lines.append("Sharpness: higher = sharper, lower = flatter (never bold: not a score).")
         if "train_accuracy" in self.metrics:
             lines.append("Train Accuracy (eval): the final model in eval mode on its whole (clean) training subset; "
                          "1.000 = at a minimum of the training data.")
@@ -249,13 +241,12 @@ class ResultsTable:
         for label, cells, runs in self._rows():
             tds = []
             for text, bold in cells:
-                text = html.escape(text)
-                if bold and " ± " in text:
-                    mean, sem = text.split(" ± ", 1)
-                    text = f"<b>{mean}</b> ± {sem}"
-                elif bold:
-                    text = f"<b>{text}</b>"
-                tds.append(f"<td>{text}</td>")
+                # Mean and SEM in two spans: the stylesheet puts the SEM under the mean, so that a table of
+                # "mean ± sem" cells fits a page column; the text stays "mean ± sem".
+                mean, _, sem = html.escape(text).partition(" ± ")
+                mean = f"<b>{mean}</b>" if bold and mean else mean
+                sem = f' <span class="sk-sem">± {sem}</span>' if sem else ""
+                tds.append(f'<td><span class="sk-mean">{mean}</span>{sem}</td>' if mean else "<td></td>")
             if show_runs:
                 tds.append(f"<td>{html.escape(runs)}</td>")
             body.append(f'<tr><th scope="row">{html.escape(label)}</th>{"".join(tds)}</tr>')
@@ -288,7 +279,26 @@ class ResultsTable:
         out += [line.replace("Bold:", "*:") for line in self._footer()]
         return "\n".join(out)
 
+    def part(self, which: str) -> ResultsTable:
+        """The same table restricted to one group of columns: ``"evaluations"`` (the fit and the four
+        evaluations) or ``"sharpness"`` (the sharpness measures), with the group named in the title. A page
+        shows the two as separate tables, each narrow enough for a page column."""
+        check_choice("which", which, COLUMN_GROUPS)
+        keep = [m for m in self.metrics if m in COLUMN_GROUPS[which]]
+        return dataclasses.replace(self, title=f"{self.title}: {which}", metrics=tuple(keep),
+                                   cells=self.cells[self.cells["metric"].isin(keep)].reset_index(drop=True))
+
+    def to_csv(self) -> str:
+        """Every cell as CSV, one row per (control, metric): ``control, metric, mean, sem, n, bold`` with
+        the full-precision numbers (what a reader downloads to reuse the table)."""
+        frame = self.cells.assign(control=[_label(c) for c in self.cells["control"]],
+                                  metric=[METRIC_TITLES.get(m, m) for m in self.cells["metric"]])
+        return frame[["control", "metric", "mean", "sem", "n", "bold"]].to_csv(index=False)
+
     def __str__(self) -> str:
+        return self.to_text()
+
+    def __repr__(self) -> str:  # what Jupyter stores as the table's text/plain beside its HTML
         return self.to_text()
 
     def _repr_html_(self) -> str:
@@ -311,7 +321,7 @@ def _bold(cells: pd.DataFrame) -> pd.Series:
 
 
 def _title(arch: str, dataset: str) -> str:
-    return f"{ARCH_LABELS.get(arch, arch)} trained on {DATASET_LABELS.get(dataset, dataset)}"
+    return f"{arch_name(arch)} trained on {dataset_name(dataset)}"
 
 
 def results_table(df: pd.DataFrame, arch: str, dataset: str, title: str | None = None) -> ResultsTable:
@@ -485,7 +495,7 @@ def _cell_claims(cell: _Cell) -> list[dict[str, object]]:
             "p_value": test.p_value, "effect_size": test.rank_biserial, "n": test.n,
         })
 
-    for measure in SHARPNESS_METRICS:
+    for measure in TABLE_SHARPNESS_METRICS:
         title = METRIC_TITLES[measure]
         have = [c for c in cell.controls if _finite(cell.mean(c, measure))]
         # (1) Baseline is the flattest control on this measure.
@@ -512,13 +522,13 @@ def _cell_claims(cell: _Cell) -> list[dict[str, object]]:
                 row("sam_raises", f"Adding SAM to {_label(plain)} raises {title}", measure, sam, plain,
                     value > reference, value, reference, cell.test(sam, plain, measure))
     # (3) The control best on each evaluation is sharper than Baseline on each measure.
-    for evaluation in EVALUATION_METRICS:
+    for evaluation in TABLE_EVALUATIONS:
         scored = [c for c in cell.controls if _finite(cell.mean(c, evaluation))]
         if not scored or base not in cell.controls:
             continue
         sign = 1.0 if BETTER[evaluation] == "higher" else -1.0
         best = max(scored, key=lambda c: sign * cell.mean(c, evaluation))  # first in paper order on ties
-        for measure in SHARPNESS_METRICS:
+        for measure in TABLE_SHARPNESS_METRICS:
             value, reference = cell.mean(best, measure), cell.mean(base, measure)
             if not (_finite(value) and _finite(reference)):
                 continue
@@ -569,10 +579,15 @@ def claims(df: pd.DataFrame) -> pd.DataFrame:
             part = by_control.get(control, empty)
             return mean_sem(part[metric]).mean if metric in part.columns else math.nan
 
-        def test(control: str, reference: str, metric: str, by_control=by_control, empty=empty) -> PairedTest:
-            a, b = by_control.get(control, empty), by_control.get(reference, empty)
-            merged = a[["seed", metric]].merge(b[["seed", metric]], on="seed").sort_values("seed")
-            return paired_wilcoxon(merged[f"{metric}_x"], merged[f"{metric}_y"], "greater")
+        by_seed = {c: part.drop_duplicates("seed").set_index("seed") for c, part in by_control.items()}
+
+        @functools.cache  # the best control is often the same for several evaluations
+        def test(control: str, reference: str, metric: str, by_seed=by_seed, columns=tuple(ok.columns)) -> PairedTest:
+            if control not in by_seed or reference not in by_seed or metric not in columns:
+                return paired_wilcoxon([], [], "greater")
+            a, b = by_seed[control][metric], by_seed[reference][metric]
+            seeds = a.index.intersection(b.index).sort_values()
+            return paired_wilcoxon(a.loc[seeds].to_numpy(float), b.loc[seeds].to_numpy(float), "greater")
 
         cell = _Cell(arch, dataset, tuple(control_order(ok["control"])), mean, test)
         for item in _cell_claims(cell):
@@ -597,9 +612,14 @@ def paper_claims(include_duplicates: bool = False) -> pd.DataFrame:
         table = rows[rows["table"] == n]
         means = {(c, m): v for c, m, v in zip(table["control"], table["metric"], table["mean"])}
         no_test = PairedTest(math.nan, math.nan, math.nan, _PAPER_MODELS_PER_CELL)
-        cell = _Cell(arch, dataset, tuple(control_order(table["control"])),
-                     lambda c, m, means=means: float(means.get((c, m), math.nan)),
-                     lambda c, r, m, no_test=no_test: no_test)
+
+        def mean(c: str, m: str, means=means) -> float:
+            return float(means.get((c, m), math.nan))
+
+        def test(c: str, r: str, m: str, no_test=no_test) -> PairedTest:
+            return no_test
+
+        cell = _Cell(arch, dataset, tuple(control_order(table["control"])), mean, test)
         for item in _cell_claims(cell):
             out.append({"table": n, **item})
     return pd.DataFrame(out, columns=["table"] + _CLAIM_COLUMNS)
@@ -679,10 +699,9 @@ def with_errors(df: pd.DataFrame) -> pd.DataFrame:
     ``test_error = 1 - test_accuracy`` (a fraction) and ``corruption_error = 100 - corruption_accuracy``
     (percent, like corruption accuracy). Columns that are missing stay missing."""
     out = df.copy()
-    if "test_accuracy" in out.columns:
-        out["test_error"] = 1.0 - out["test_accuracy"]
-    if "corruption_accuracy" in out.columns:
-        out["corruption_error"] = 100.0 - out["corruption_accuracy"]
+    for error, (evaluation, full_scale) in error_columns().items():
+        if evaluation in out.columns:
+            out[error] = full_scale - out[evaluation]
     return out
 
 
@@ -725,7 +744,8 @@ def convergence(df: pd.DataFrame, target: float = MINIMUM_TARGET) -> pd.DataFram
         loss = ok["train_eval_loss"].astype(float) if "train_eval_loss" in ok else pd.Series(dtype=float)
         rows.append({"arch": arch, "dataset": dataset, "control": control,
                      "augmented": CONTROLS[control].augmentation if control in CONTROLS else False,
-                     "mean": accuracy.mean(), "min": accuracy.min(), "loss": loss.mean() if loss.notna().any() else math.nan,
+                     "mean": accuracy.mean(), "min": accuracy.min(),
+                     "loss": loss.mean() if loss.notna().any() else math.nan,
                      "n": int(accuracy.notna().sum()), "below": int((accuracy < target).sum()),
                      "excluded": int(len(cell) - len(ok))})
     frame = pd.DataFrame(rows, columns=["arch", "dataset", "control", "augmented", "mean", "min", "loss", "n", "below",
@@ -743,7 +763,7 @@ def convergence_sentences(df: pd.DataFrame, target: float = MINIMUM_TARGET) -> l
     sentences = []
     for (arch, dataset), cell in table.groupby(["arch", "dataset"], sort=False):
         plain, augmented = cell[~cell["augmented"]], cell[cell["augmented"]]
-        name = f"{ARCH_LABELS.get(arch, arch)} on {DATASET_LABELS.get(dataset, dataset)}"
+        name = f"{arch_name(arch)} on {dataset_name(dataset)}"
         missed = int(plain["below"].sum())
         runs = int(plain["n"].sum())
         worst = plain.loc[plain["min"].idxmin()] if len(plain) and plain["min"].notna().any() else None

@@ -5,7 +5,7 @@ between a sharpness measure and an evaluation with a bootstrap confidence interv
 Sources: "Understanding Deep Learning Requires Rethinking Sharpness" (Tables 1-8: "Mean and +-1 SEM
 over 10 models"), and the authors' significance script (GitHub
 ``IFMW01/a_function-centric_perspective_on_flat_and_sharp_minima``, commit 20e3acc,
-``high_dimensional/significance.py``), summarised in ``../shared/docs/paper-protocol.md``
+``high_dimensional/significance.py``), summarised on the book's protocol page
 ("Statistics"). That script computes ``np.std(x) / sqrt(n)`` (ddof=0) for *every* cell, per-seed
 metrics included; tests each control against Baseline with pingouin's ``wilcoxon`` (scipy's
 ``wilcoxon`` with its defaults, plus the matched-pairs rank-biserial correlation of Kerby 2014); and
@@ -32,8 +32,9 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
-from ..utils.validation import check_choice, check_positive
+from ..metrics.registry import REGISTRY, correction_families
 from ..run.controls import CONTROLS
+from ..utils.validation import check_choice, check_positive
 
 __all__ = [
     "ALTERNATIVES",
@@ -53,39 +54,14 @@ __all__ = [
 
 # One-sided alternative of "control vs Baseline" per metric, as in the authors' significance script:
 # "greater" where a larger value is the direction of interest (better accuracy, sharper model),
-# "less" where a smaller value is better.
-ALTERNATIVES: dict[str, str] = {
-    "test_accuracy": "greater",
-    "test_ece": "less",
-    "corruption_accuracy": "greater",
-    "prediction_disagreement": "less",
-    "fisher_rao_norm": "greater",
-    "sam_sharpness": "greater",
-    "sam_sharpness_clean": "greater",
-    "relative_flatness": "greater",
-    "generalization_gap": "less",
-    # Measures beyond the paper (sharpkit.run.evaluate.BEYOND_METRICS): "greater" = sharper (more
-    # symmetric, for the asymmetry factor), the direction the paper's claim is about.
-    "adaptive_average_sharpness": "greater",
-    "adaptive_worst_sharpness": "greater",
-    "worst_sharpness": "greater",
-    "hessian_trace": "greater",
-    "adaptive_hessian_trace": "greater",
-    "hessian_top_eigenvalue": "greater",
-    "asymmetry_factor": "greater",
-}
+# "less" where a smaller value is better. From the registry (sharpkit.metrics.registry), in its order.
+ALTERNATIVES: dict[str, str] = {name: info.alternative for name, info in REGISTRY.items()
+                                if info.alternative is not None}
 
-# Benjamini-Yekutieli families of one control-vs-Baseline comparison (the authors' grouping). Metrics
-# in no family (test accuracy, generalisation gap) are reported uncorrected, as the authors did.
-CORRECTION_FAMILIES: dict[str, tuple[str, ...]] = {
-    "safety": ("test_ece", "corruption_accuracy", "prediction_disagreement"),
-    "sharpness": ("fisher_rao_norm", "sam_sharpness", "relative_flatness"),
-    # The clean-convention SAM sharpness, where measured, is its own family: adding it to "sharpness" would
-    # change the paper's correction of the three paper measures.
-    "sharpness_clean": ("sam_sharpness_clean",),
-    "beyond": ("adaptive_average_sharpness", "adaptive_worst_sharpness", "worst_sharpness", "hessian_trace",
-               "adaptive_hessian_trace", "hessian_top_eigenvalue", "asymmetry_factor"),
-}
+# Benjamini-Yekutieli families of one control-vs-Baseline comparison (the authors' grouping), from the
+# registry. Metrics in no family (test accuracy, generalisation gap) are reported uncorrected, as the
+# authors did; the clean-convention SAM sharpness is its own family.
+CORRECTION_FAMILIES: dict[str, tuple[str, ...]] = correction_families()
 
 _RUN_KEYS = ("arch", "dataset", "control", "seed", "status")
 _WILCOXON_ALTERNATIVES = ("two-sided", "greater", "less")
@@ -155,7 +131,7 @@ class PairedTest:
     n: int
 
 
-def rank_biserial(differences: Sequence[float]) -> float:
+def rank_biserial(differences: Sequence[float] | np.ndarray) -> float:
     r"""Matched-pairs rank-biserial correlation (Kerby 2014, "The simple difference formula").
 
     Zero differences are discarded first (scipy's ``zero_method="wilcox"``, also pingouin's choice);
@@ -179,7 +155,7 @@ def rank_biserial(differences: Sequence[float]) -> float:
     return (w_plus - w_minus) / (w_plus + w_minus)
 
 
-def paired_wilcoxon(treatment: Sequence[float], baseline: Sequence[float],
+def paired_wilcoxon(treatment: Sequence[float] | np.ndarray, baseline: Sequence[float] | np.ndarray,
                     alternative: str = "two-sided") -> PairedTest:
     """Wilcoxon signed-rank test on the paired differences ``treatment - baseline``.
 

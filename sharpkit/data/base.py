@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-# Normalisations of the protocol (../shared/docs/paper-protocol.md, "Data").
+# Normalisations of the protocol (the authors' code; the book's protocol page, "Design").
 CIFAR_MEAN = (0.5, 0.5, 0.5)
 CIFAR_STD = (0.5, 0.5, 0.5)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -47,8 +47,9 @@ How the reference's library calls (OpenCV, scikit-image, ImageMagick Wand) are r
 Checked once against the reference operations themselves (OpenCV 5.0, scikit-image 0.26,
 ImageMagick 6.9.11; not dependencies of sharpkit) fed with the same random draws: defocus,
 Gaussian, glass and zoom blur, fog, brightness/saturate (HSV), elastic, snow, spatter and motion
-blur agree to within one grey level (>= 98 % of values identical, all but motion blur > 99.9 %). The random draws themselves are batched
-differently, so the arrays are not those of the published CIFAR-10-C, only equally distributed.
+blur agree to within one grey level (>= 98 % of values identical, all but motion blur > 99.9 %). The
+random draws themselves are batched differently, so the arrays are not those of the published
+CIFAR-10-C, only equally distributed.
 
 Image size. The CIFAR constants are used for 32 px and 64 px (TinyImageNet-sized) images alike.
 Constants that are *fractions of the image* or tied to its grid are scaled with the side ``H``:
@@ -68,6 +69,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from PIL import Image
 from scipy import ndimage
@@ -487,7 +489,7 @@ def _motion_blur_corruption(img: np.ndarray, severity: int, rng: np.random.Gener
     ImageMagick's 8-bit output is: checked against ImageMagick 6.9.11, >= 98% of values equal,
     the others off by one)."""
     radius, sigma = _MOTION_BLUR[severity - 1]
-    angles = rng.uniform(-45, 45, size=img.shape[0])
+    angles = rng.uniform(-45, 45, size=int(img.shape[0]))
     return _motion_blur(img.astype(np.float64), radius, sigma, angles)
 
 
@@ -511,7 +513,7 @@ def _snow(img: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarra
     layer = _clipped_zoom(layer, zoom)
     layer[layer < threshold] = 0
     layer = (np.clip(layer, 0, 1) * 255).astype(np.uint8)  # reference passes it as an 8-bit image
-    angles = rng.uniform(-135, -45, size=n)
+    angles = rng.uniform(-135, -45, size=int(n))
     layer = np.floor(_motion_blur(layer.astype(np.float64), radius, sigma, angles)) / 255.0  # 8-bit out
     x = blend * x + (1 - blend) * np.maximum(x, _gray(x) * 1.5 + 0.5)
     return np.clip(x + layer + layer[:, ::-1, ::-1], 0, 1) * 255
@@ -663,14 +665,14 @@ CORRUPTIONS: tuple[str, ...] = tuple(name for name in CIFAR_C_CORRUPTIONS if nam
 def _check_name(name: object) -> str:
     if isinstance(name, str) and name in _OMITTED:
         raise ValueError(
-            f"Corruption {name!r} is not available: {_OMITTED[name]}. "  # type: ignore[index]
+            f"Corruption {name!r} is not available: {_OMITTED[name]}. "
             f"Available corruptions: {', '.join(CORRUPTIONS)}."
         )
     if not isinstance(name, str) or name not in _REGISTRY:
         raise ValueError(
             f"Expected argument `name` to be one of {', '.join(CORRUPTIONS)}, but got {name!r}."
         )
-    return name  # type: ignore[return-value]
+    return name
 
 
 def _check_severity(severity: object) -> int:
@@ -769,7 +771,7 @@ def _atomic_json(path: str, payload: dict) -> None:
         raise
 
 
-def _atomic_npy(path: str, shape: tuple[int, ...], dtype: np.dtype, fill: Callable[[np.ndarray], None]) -> None:
+def _atomic_npy(path: str, shape: tuple[int, ...], dtype: npt.DTypeLike, fill: Callable[[np.ndarray], None]) -> None:
     """Create ``path`` as a .npy of ``shape``: ``fill`` writes a memory map of a temporary file in
     the same folder, which then replaces ``path`` (readers never see a half-written file)."""
     fd, tmp = _temp_file(path)

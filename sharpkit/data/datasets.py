@@ -3,7 +3,9 @@
 Every loader returns an :class:`~sharpkit.data.base.ImageDataset` (train + test split) or, for the
 corruption benchmarks, a :class:`~sharpkit.data.base.CorruptedImageDataset`; images are uint8
 (N, 3, H, W), labels int64. Normalisation is *not* applied here: each dataset carries the mean/std
-the protocol uses for it (``../shared/docs/paper-protocol.md``, "Data").
+the protocol uses for it (the authors' code, GitHub
+``IFMW01/a_function-centric_perspective_on_flat_and_sharp_minima`` at commit 20e3acc; the book's
+protocol page, "Design", lists them).
 
 Registered names (``list_datasets()``), with the on-disk layout under the data root:
 
@@ -75,6 +77,8 @@ __all__ = [
     "load_cifar100",
     "load_cifar100_c",
     "load_cifar10_c",
+    "load_clean",
+    "load_corrupted",
     "load_dataset",
     "load_digits",
     "load_npz",
@@ -254,6 +258,31 @@ def load_dataset(
         raise TypeError(
             f"The loader registered for {base!r} returned {type(dataset).__name__}; it must "
             f"return an ImageDataset or a CorruptedImageDataset."
+        )
+    return dataset
+
+
+def load_clean(name: str, root: str | os.PathLike | None = None, download: bool = False) -> ImageDataset:
+    """:func:`load_dataset` for a dataset with train and test splits (an :class:`ImageDataset`): what
+    training and evaluating a run need. The name of a corrupted test set raises ``ValueError``."""
+    dataset = load_dataset(name, root=root, download=download)
+    if not isinstance(dataset, ImageDataset):
+        raise ValueError(
+            f"Expected the name of a dataset with train and test splits, but got {name!r}, which is a "
+            f"corrupted test set; it is measured by `sharpkit evaluate --corrupted {name}`."
+        )
+    return dataset
+
+
+def load_corrupted(
+    name: str, root: str | os.PathLike | None = None, download: bool = False
+) -> CorruptedImageDataset:
+    """:func:`load_dataset` for a corrupted test set (a :class:`CorruptedImageDataset`, e.g.
+    ``cifar10-c``). The name of a clean dataset raises ``ValueError``."""
+    dataset = load_dataset(name, root=root, download=download)
+    if not isinstance(dataset, CorruptedImageDataset):
+        raise ValueError(
+            f"Expected a corrupted dataset name such as 'cifar10-c', but got {name!r}, which is a clean dataset."
         )
     return dataset
 

@@ -1,7 +1,7 @@
 r"""Sharpness of diagonal linear networks on sparse regression (Andriushchenko et al. 2023, sec. 5.2).
 
 Source: Andriushchenko, Croce, Müller, Hein and Flammarion, "A Modern Look at the Relationship between
-Sharpness and Generalization" (ICML 2023; ``../shared/papers/001_*``), section 5.2, appendix A.2 and
+Sharpness and Generalization" (ICML 2023; below "Andriushchenko et al."), section 5.2, appendix A.2 and
 Figure 7. A small, exact setting in which the sharpness measure that tracks generalisation is known.
 
 Model and loss. A diagonal linear network predicts :math:`\langle \mathbf x, \beta\rangle` with
@@ -12,20 +12,21 @@ with a sparse :math:`\beta^*`,
 .. math::
     L(\mathbf w) = \tfrac1n \|X(\mathbf u\odot\mathbf v) - \mathbf y\|_2^2
 
-(001's eq. 6 without the :math:`1/n`; the factor only rescales every measure by the same constant). With
+(Andriushchenko et al.'s eq. 6 without the :math:`1/n`; the factor only rescales every measure by the same
+constant). With
 :math:`\mathbf r = X\beta - \mathbf y`, :math:`U = \mathrm{diag}(\mathbf u)`, :math:`V = \mathrm{diag}(\mathbf v)`
-the Hessian is exactly (001 eq. 7)
+the Hessian is exactly (Andriushchenko et al., eq. 7)
 
 .. math::
     \nabla^2 L = \tfrac2n \begin{bmatrix} V X^\top X V & V X^\top X U + \mathrm{diag}(X^\top \mathbf r) \\
                  U X^\top X V + \mathrm{diag}(X^\top \mathbf r) & U X^\top X U \end{bmatrix}.
 
-Measures (local, :math:`\rho \to 0`; 001 sec. 5.2 and app. A.1): the average-case sharpness is
+Measures (local, :math:`\rho \to 0`; Andriushchenko et al. sec. 5.2 and app. A.1): the average-case sharpness is
 :math:`\mathrm{tr}\,\nabla^2 L`, the worst-case one :math:`\lambda_{\max}(\nabla^2 L)`. Their adaptive versions use the
 *rescaled* Hessian :math:`\tilde\nabla^2 L = C\,\nabla^2 L\,C`, :math:`C = \mathrm{diag}(\mathbf c)`. Two
 scalings:
 
-- ``rescaled``: 001's elementwise :math:`c_i = \sqrt{|u_i|/|v_i|}` on the u-block and
+- ``rescaled``: Andriushchenko et al.'s elementwise :math:`c_i = \sqrt{|u_i|/|v_i|}` on the u-block and
   :math:`\sqrt{|v_i|/|u_i|}` on the v-block, for which, at a global minimum with whitened data,
   :math:`\tfrac12\mathrm{tr}\,\tilde\nabla^2 L \propto \|\beta\|_1` and :math:`\lambda_{\max} \propto \|\beta\|_\infty`
   (their text writes the two blocks' ratios the other way round; this is the assignment for which the
@@ -60,7 +61,7 @@ MEASURES = ("trace", "lambda_max", "rescaled_trace", "rescaled_lambda_max", "ada
 
 @dataclass(frozen=True)
 class SparseRegression:
-    """An overparametrised sparse regression task (001 sec. 5.2: d = 200, 90 % sparsity).
+    """An overparametrised sparse regression task (Andriushchenko et al. sec. 5.2: d = 200, 90 % sparsity).
 
     ``X`` has i.i.d. standard normal entries; :math:`\\beta^*` has ``round((1 - sparsity) d)`` non-zero
     coordinates at random positions, each :math:`\\pm 1` times a uniform magnitude in [0.5, 1.5];
@@ -170,7 +171,7 @@ def diagonal_network_measures(x: torch.Tensor, y: torch.Tensor, u: torch.Tensor,
 
 @dataclass(frozen=True)
 class DiagonalNetworkSettings:
-    """The grid of 001 sec. 5.2: ``networks`` networks, each with a step size, an initialisation scale
+    """The grid of Andriushchenko et al. sec. 5.2: ``networks`` networks, each with a step size, an initialisation scale
     :math:`\\alpha` and a layer balance :math:`s` drawn log-uniformly from the ranges, initialised as
     :math:`u_0 = \\alpha s\\, z_u`, :math:`v_0 = (\\alpha / s)\\, z_v` (z standard normal), and trained by
     gradient descent to ``target_loss``. Step sizes are relative to :math:`1/\\lambda_{\\max}(X^\\top X/n)`

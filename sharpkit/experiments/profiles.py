@@ -28,10 +28,10 @@ from typing import Any
 
 from ..data.datasets import DATASETS
 from ..models import list_models, model_knobs
-from ..utils.validation import check_choice
 from ..run.config import TrainConfig, make_train_config
 from ..run.controls import CONTROLS, EXTRA_CONTROLS, PAPER_CONTROLS
 from ..run.evaluate import ALL_METRICS, BEYOND_METRICS, CLEAN_SAM_METRIC, METRICS, EvalSettings
+from ..utils.validation import check_choice
 
 EXTRA_CONTROL_NAMES = tuple(c.name for c in EXTRA_CONTROLS)
 
@@ -119,7 +119,7 @@ class Profile:
                                 for e in self.experiments]}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "profile") -> "Profile":
+    def from_dict(cls, data: Mapping[str, Any], source: str = "profile") -> Profile:
         """A profile from plain values, as :meth:`to_dict` writes them or a profile file holds them
         (:data:`PROFILE_FILE_FORMAT`), validated: unknown keys (named with the allowed ones), wrong types and
         unknown control, architecture, dataset and metric names raise :class:`ProfileError`, whose message

@@ -28,13 +28,13 @@ from typing import Any
 
 import pandas as pd
 
+from ..metrics import prediction_disagreement
 from ..run.config import TrainConfig
 from ..run.evaluate import EvalSettings, decode_predictions
 from ..run.train import TRAIN_LOCK
 from ..utils.io import check_writable, digest_mismatches, remove_stale_temp_files, write_json
 from ..utils.locks import LOCK_NAME, folder_lock, held_by_another, process_alive, shared_lock
 from ..utils.provenance import utc_now
-from ..metrics import prediction_disagreement
 from .profiles import Profile, RunSpec
 
 STORE_SCHEMA_VERSION = 1
@@ -293,8 +293,9 @@ class ResultStore:
                 continue
             records = [_read_json(self.result_path(s)) for s in specs]
             ok = [r for r in records if r["status"] == "ok"]
-            cell = {"store_schema_version": STORE_SCHEMA_VERSION, "dataset": dataset, "arch": arch, "control": control,
-                    "runs": [r["run_id"] for r in records], "excluded_diverged": len(records) - len(ok)}
+            cell: dict[str, Any] = {"store_schema_version": STORE_SCHEMA_VERSION, "dataset": dataset, "arch": arch,
+                                    "control": control, "runs": [r["run_id"] for r in records],
+                                    "excluded_diverged": len(records) - len(ok)}
             if len(ok) >= 2:
                 preds = {r["config"]["seed"]: decode_predictions(r["evaluation"]["details"]["test_predictions"])
                          for r in ok}

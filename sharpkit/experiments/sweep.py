@@ -22,14 +22,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..utils.validation import check_choice, check_positive
+from ..metrics.registry import REGISTRY
 from ..run.config import TrainConfig
 from ..run.evaluate import EvalSettings, evaluate_run
 from ..utils.io import copy_file, sign_record, write_json
 from ..utils.locks import BusyError, folder_lock
+from ..utils.provenance import (
+    arithmetic_differences,
+    hardware,
+    package_versions,
+    pinned_code_version,
+    provenance,
+    utc_now,
+)
+from ..utils.validation import check_choice, check_positive
 from .profiles import Profile, RunSpec
-from ..utils.provenance import (arithmetic_differences, hardware, package_versions, pinned_code_version, provenance,
-                               utc_now)
 from .store import STORE_SCHEMA_VERSION, ResultStore, default_cache_dir, profile_cache_dir
 
 EXECUTORS = ("local", "slurm")
@@ -248,6 +255,10 @@ def run_with_threads(spec_data: dict[str, Any], results_root: str, cache_dir: st
     return run_one(spec_data, results_root, cache_dir, version, data_root, device)
 
 
+# run_one's positional arguments of one run: (spec_data, results_root, cache_dir, profile_version, data_root).
+RunArgs = tuple[dict[str, Any], str, str, int, str | None]
+
+
 def _worker(args: tuple) -> str:
     return run_with_threads(*args)
 
@@ -374,13 +385,14 @@ def _sweep(profile: Profile, results_root: str | Path, executor: str, workers: i
     return summary
 
 
-def _run_inline(pending: list[RunSpec], args: list[tuple], data_root: str | None, device: str, progress: bool,
+def _run_inline(pending: list[RunSpec], args: list[RunArgs], data_root: str | None, device: str, progress: bool,
                 finished) -> None:
     from tqdm import tqdm
 
     from ..data import load_dataset
 
     datasets: dict[str, Any] = {}
+    arg: RunArgs  # tqdm is untyped: without this, *arg might hold run_one's keyword arguments too
     for spec, arg in tqdm(list(zip(pending, args)), desc="sweep", unit="run", disable=not progress):
         name = spec.config.dataset
         if name not in datasets:
@@ -615,8 +627,9 @@ def dry_run(profile: Profile, measure: bool = True, device: str = "auto", log=pr
 # Every metric is computed from seeded generators, so on the same hardware and software a re-run is
 # bit-identical. SAM sharpness is a Monte-Carlo estimate: with its seeded noise it repeats exactly too, but
 # floating-point sums over 10^4-10^6 perturbed entries are the first to move if thread counts or kernels
-# differ, so it gets a stated tolerance.
-SAMPLED_METRICS = {"sam_sharpness": 1e-6}
+# differ, so it gets a stated tolerance (the registry's verify_tolerance; 0, exact, for every other metric).
+SAMPLED_METRICS: dict[str, float] = {name: info.verify_tolerance for name, info in REGISTRY.items()
+                                     if info.verify_tolerance > 0}
 
 
 @dataclass(frozen=True)
@@ -636,7 +649,8 @@ def _compare_records(stored: dict[str, Any], fresh: dict[str, Any]) -> tuple[boo
     for name, (old, new) in sorted(pairs.items()):
         tolerance = SAMPLED_METRICS.get(name, 0.0)
         if new is None:
-            passed, _ = False, notes.append(f"{name}: missing in the re-run")
+            passed = False
+            notes.append(f"{name}: missing in the re-run")
             continue
         rel = abs(new - old) / max(abs(old), 1e-300)
         if (tolerance == 0.0 and new != old) or rel > tolerance:
@@ -673,7 +687,8 @@ def _metric_pairs(record: dict[str, Any]) -> list[tuple[str, float]]:
     return [(name, float(value)) for name, value in pairs if isinstance(value, (int, float))]
 
 
-def _in_distribution(stored: dict[str, Any], fresh: dict[str, Any], seeds: dict[str, list[float]]) -> tuple[bool, list[str]]:
+def _in_distribution(stored: dict[str, Any], fresh: dict[str, Any],
+                     seeds: dict[str, list[float]]) -> tuple[bool, list[str]]:
     """Each re-run metric against the spread of its cell's other stored seeds: a two-sided t prediction
     interval ``mean +- t(1 - a/2, n-1) * s * sqrt(1 + 1/n)`` with ``a`` = :data:`VERIFY_FALSE_ALARM` / (number of
     metrics), so a faithful re-run on other arithmetic fails with probability <= 1 % (seeds i.i.d. normal)."""
@@ -686,10 +701,12 @@ def _in_distribution(stored: dict[str, Any], fresh: dict[str, Any], seeds: dict[
     for name in sorted(names):
         new, others = fresh_values.get(name), seeds.get(name, [])
         if new is None:
-            passed, _ = False, lines.append(f"{name}: not reproduced (missing in the re-run)")
+            passed = False
+            lines.append(f"{name}: not reproduced (missing in the re-run)")
             continue
         if len(others) < 2:
-            passed, _ = False, lines.append(f"{name}: cannot be checked in distribution (fewer than 2 other seeds stored)")
+            passed = False
+            lines.append(f"{name}: cannot be checked in distribution (fewer than 2 other seeds stored)")
             continue
         n, mean, sd = len(others), float(np.mean(others)), float(np.std(others, ddof=1))
         half = float(scipy_stats.t.ppf(1 - alpha / 2, n - 1)) * sd * math.sqrt(1 + 1 / n)
@@ -735,7 +752,8 @@ def verify(profile: Profile, results_root: str | Path, k: int, *, seed: int = 0,
                 seconds = time.perf_counter() - start
             finally:
                 torch.set_num_threads(previous)
-            fresh = json.loads((Path(tmp) / "results" / spec.profile / "runs" / spec.run_id / "result.json").read_text())
+            fresh_file = Path(tmp) / "results" / spec.profile / "runs" / spec.run_id / "result.json"
+            fresh = json.loads(fresh_file.read_text())
             differences = arithmetic_differences(stored.get("provenance", {}), fresh.get("provenance", {}))
             count = len(_metric_pairs(stored))
             label = f"{spec.config.arch}/{spec.config.control}/seed{spec.config.seed}"

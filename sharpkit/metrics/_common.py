@@ -70,7 +70,23 @@ def _first_key(batch: Mapping, keys: Sequence[str], what: str) -> Any:
 def default_batch_fn(batch: Any) -> tuple[Any, Any]:
     """``(x, y)`` of a batch: ``(x, y)``, ``(x, y, *rest)`` (the rest is ignored, e.g. sample indices)
     or a dict with the inputs under ``"image"``/``"input"``/``"x"``/``"images"``/``"inputs"`` and the
-    labels under ``"label"``/``"target"``/``"y"``/``"labels"``/``"targets"`` (first key found)."""
+    labels under ``"label"``/``"target"``/``"y"``/``"labels"``/``"targets"`` (first key found).
+
+    Any other layout needs a ``batch_fn`` of its own, a function of one batch returning ``(x, y)``,
+    passed to the measure as ``batch_fn=``.
+
+    Examples:
+        >>> import operator, torch
+        >>> from sharpkit.metrics import default_batch_fn
+        >>> x, y = torch.zeros(2, 3), torch.tensor([0, 1])
+        >>> default_batch_fn((x, y, torch.arange(2)))[1]  # (x, y, sample indices)
+        tensor([0, 1])
+        >>> default_batch_fn({"image": x, "label": y})[0].shape
+        torch.Size([2, 3])
+        >>> batch_fn = operator.itemgetter("pixels", "target")  # a dict with other keys
+        >>> batch_fn({"pixels": x, "target": y})[1]
+        tensor([0, 1])
+    """
     if isinstance(batch, Mapping):
         return _first_key(batch, INPUT_KEYS, "inputs"), _first_key(batch, LABEL_KEYS, "labels")
     if isinstance(batch, (tuple, list)) and len(batch) >= 2:
@@ -194,6 +210,12 @@ class Measurement:
             also exposes its details as read-only attributes (``result.values``, ``result.base_loss``).
 
     ``float(result)`` is ``result.value``.
+
+    Examples:
+        >>> from sharpkit.metrics import Measurement
+        >>> result = Measurement(0.25, sem=0.05, details={"samples": 4})
+        >>> float(result), result.sem, result.details["samples"]
+        (0.25, 0.05, 4)
     """
 
     value: float

@@ -50,6 +50,15 @@ def find_head(model: nn.Module, head: Head = None) -> nn.Linear:
             ``nn.Sequential``).
 
     Raises ``ValueError`` when no ``nn.Linear`` head is found or the one named is not an ``nn.Linear``.
+
+    Examples:
+        >>> import torch, torchvision
+        >>> from sharpkit.metrics import find_head
+        >>> find_head(torchvision.models.resnet18(num_classes=10))  # the last nn.Linear, ``fc``
+        Linear(in_features=512, out_features=10, bias=True)
+        >>> mlp = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+        >>> find_head(mlp) is mlp[2], find_head(mlp, head="0") is mlp[0]
+        (True, True)
     """
     if isinstance(head, str):
         try:
@@ -74,8 +83,9 @@ def find_head(model: nn.Module, head: Head = None) -> nn.Linear:
     classifier = getattr(model, "classifier", None)
     if isinstance(classifier, nn.Linear) and callable(getattr(model, "features", None)):
         return classifier
-    if callable(getattr(model, "get_classifier", None)):
-        found = model.get_classifier()
+    get_classifier = getattr(model, "get_classifier", None)
+    if callable(get_classifier):
+        found = get_classifier()
         if not isinstance(found, nn.Linear):
             raise _not_linear("the result of model.get_classifier()", found, model)
         return found

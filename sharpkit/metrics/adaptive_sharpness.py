@@ -52,7 +52,7 @@ Details (Croce and Hein 2020, sec. 3.2):
 
 BatchNorm is frozen (eval mode: running statistics, no dropout). Only parameters are perturbed,
 never buffers. The model is never written (the loss is evaluated through
-:func:`torch.func.functional_call`), so its state and gradients after the call are bit-identical to
+``torch.func.functional_call``), so its state and gradients after the call are bit-identical to
 before. Device and dtype are the model's. Random draws come from ``generator``, by default a
 generator seeded with :data:`sharpkit.metrics.DEFAULT_SEED` (two calls give the same value).
 """
@@ -97,6 +97,16 @@ class AdaptiveSharpness(Measurement):
     (per-batch unperturbed loss :math:`L_{S_b}(\\mathbf w)`), ``num_points`` (training points used, a
     multiple of ``batch_size`` when given) and the settings ``rho``, ``kind``, ``norm``, ``adaptive``,
     ``logit_normalization``, ``steps``, ``samples``, ``batch_size``.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.metrics import AdaptiveSharpness, adaptive_sharpness
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Linear(4, 3)
+        >>> loader = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(2)]
+        >>> result = adaptive_sharpness(model, loader, rho=0.01, samples=5, batch_size=4)
+        >>> isinstance(result, AdaptiveSharpness), len(result.values), result.num_points, result.kind
+        (True, 4, 16, 'average')
     """
 
     values = detail("values", "Per-batch sharpness.")
@@ -114,14 +124,28 @@ class AdaptiveSharpness(Measurement):
 
 def normalize_logits(logits: torch.Tensor) -> torch.Tensor:
     """Logit normalisation of Andriushchenko et al. eq. 5: each row divided by its standard deviation over classes
-    (ddof=0). Cross-entropy is shift invariant, so only the division matters."""
+    (ddof=0). Cross-entropy is shift invariant, so only the division matters.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.metrics import normalize_logits
+        >>> normalize_logits(torch.tensor([[2.0, 6.0], [0.5, -0.5]]))
+        tensor([[ 1.,  3.],
+                [ 1., -1.]])
+    """
     std = (logits - logits.mean(dim=1, keepdim=True)).pow(2).mean(dim=1, keepdim=True).sqrt()
     return logits / std.clamp_min(torch.finfo(logits.dtype).tiny)
 
 
 def apgd_checkpoints(steps: int) -> tuple[int, ...]:
     """Auto-PGD checkpoints :math:`w_j = \\lceil p_j N \\rceil \\le N` (module docstring), from
-    :math:`w_0 = 0`, without repeats (e.g. N = 20: 0, 5, 9, 12, 14, 16, 18, 19, 20)."""
+    :math:`w_0 = 0`, without repeats.
+
+    Examples:
+        >>> from sharpkit.metrics import apgd_checkpoints
+        >>> apgd_checkpoints(20)
+        (0, 5, 9, 12, 14, 16, 18, 19, 20)
+    """
     check_positive("steps", steps, integer=True)
     fractions = [0.0, 0.22]
     while fractions[-1] < 1.0:
@@ -276,15 +300,19 @@ def adaptive_sharpness(model: nn.Module, loader: Iterable, rho: float, kind: str
         loss_fn: ``loss_fn(logits, y)`` returning the batch mean (default cross-entropy).
         batch_fn: maps a batch to ``(x, y)`` (default: ``(x, y, *rest)`` tuples and dicts).
 
-    Example::
-
+    Examples:
         >>> import torch
         >>> from sharpkit.metrics import adaptive_sharpness
+        >>> _ = torch.manual_seed(0)
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
         >>> batches = [(torch.randn(8, 3, 2, 2), torch.randint(0, 3, (8,)))]
         >>> result = adaptive_sharpness(model, batches, rho=0.01, samples=5, batch_size=None)
         >>> result.value == adaptive_sharpness(model, batches, rho=0.01, samples=5, batch_size=None).value
         True
+        >>> worst = adaptive_sharpness(model, batches, rho=0.01, kind="worst", norm="linf", steps=5,
+        ...                            batch_size=None)  # Auto-PGD, 5 gradient steps
+        >>> worst.kind, worst.steps, len(worst.values)
+        ('worst', 5, 1)
     """
     check_positive("rho", rho)
     check_choice("kind", kind, KINDS)

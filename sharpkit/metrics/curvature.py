@@ -1,8 +1,8 @@
 r"""Curvature of the training loss from Hessian-vector products: trace, top eigenvalues, dense Hessian.
 
-The loss :math:`L` is the one of :mod:`sharpkit.metrics.landscape`: per-sample weighted batch
+The loss :math:`L` is the one of ``sharpkit.metrics.landscape``: per-sample weighted batch
 losses on a *fixed* list of batches, eval mode (BatchNorm running statistics, no dropout),
-evaluated through :func:`torch.func.functional_call` so the model is never written. The Hessian is
+evaluated through ``torch.func.functional_call`` so the model is never written. The Hessian is
 taken with respect to all floating parameters or a named subset (``params``); the others are
 constants.
 
@@ -18,18 +18,20 @@ eqs. 2-3): for :math:`\rho \to 0`,
 Hessian-vector products :math:`Hv` are computed by double backward (reverse-over-reverse), batch
 by batch, so memory is that of one batch's graph plus a few parameter-sized vectors.
 
-- :func:`hessian_trace`: Hutchinson's estimator (Hutchinson 1990) with Rademacher probes
+- :func:`~sharpkit.metrics.hessian_trace`: Hutchinson's estimator (Hutchinson, "A Stochastic
+  Estimator of the Trace of the Influence Matrix for Laplacian Smoothing Splines", Communications in
+  Statistics - Simulation and Computation, 1990) with Rademacher probes
   :math:`z_i \in \{-1, 1\}^P`: :math:`\mathrm{tr}\,H \approx \frac1S\sum_i z_i^\top H z_i`, with the
   standard error :math:`\mathrm{std}(z_i^\top H z_i)/\sqrt S`.
-- :func:`hessian_top_eigenvalues`: Lanczos with full reorthogonalisation (restarted with a fresh
+- :func:`~sharpkit.metrics.hessian_top_eigenvalues`: Lanczos with full reorthogonalisation (restarted with a fresh
   random vector orthogonal to the basis on an invariant subspace, so repeated eigenvalues are
   found); Ritz values of the projected matrix, largest algebraic first. With ``max_vectors`` the
   basis is bounded and the iteration is thick-restarted (Wu and Simon, "Thick-Restart Lanczos
   Method for Large Symmetric Eigenvalue Problems", SIAM J. Matrix Anal. Appl. 2000; the symmetric
   case of Stewart's Krylov-Schur method, 2001): when the basis is full it is compressed to the best
   Ritz vectors and the iteration goes on from the last residual.
-- :func:`hessian_matrix`: the dense (P, P) Hessian column by column (small models only).
-- :func:`hessian_vector_product`: one :math:`Hv` as a ``{name: tensor}`` dict.
+- :func:`~sharpkit.metrics.hessian_matrix`: the dense (P, P) Hessian column by column (small models only).
+- :func:`~sharpkit.metrics.hessian_vector_product`: one :math:`Hv` as a ``{name: tensor}`` dict.
 
 Random probes and start vectors come from ``generator``, by default a CPU generator seeded with
 :data:`sharpkit.metrics.DEFAULT_SEED` (two calls give the same value). Every function takes the data
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -126,7 +129,7 @@ class _Operator:
                 loss = _batch_loss(self.model, leaves, x, y, self.loss_fn) * (y.shape[0] / self.total)
                 grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True,
                                             allow_unused=True, materialize_grads=True)
-                dot = sum((g * v).sum() for g, v in zip(grads, pieces))
+                dot = cast(torch.Tensor, sum((g * v).sum() for g, v in zip(grads, pieces)))
                 if not dot.requires_grad:  # the loss is at most linear in these parameters
                     continue
                 hv = torch.autograd.grad(dot, list(leaves.values()), allow_unused=True,
@@ -141,7 +144,18 @@ class HessianTrace(Measurement):
     """Result of :func:`hessian_trace`: ``value`` is the Hutchinson estimate of
     :math:`\\mathrm{tr}\\,\\tilde H`, ``sem`` its standard error ``std(ddof=1) / sqrt(samples)`` (NaN for
     one sample). ``details`` (also attributes): ``values`` (the per-probe :math:`z_i^\\top \\tilde H z_i`)
-    and ``num_params`` (P, the dimension of the Hessian)."""
+    and ``num_params`` (P, the dimension of the Hessian).
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.metrics import HessianTrace, hessian_trace
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Linear(4, 3)
+        >>> loader = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
+        >>> result = hessian_trace(model, loader, samples=4)
+        >>> isinstance(result, HessianTrace), result.num_params, len(result.values)
+        (True, 15, 4)
+    """
 
     values = detail("values", "The per-probe quadratic forms.")
     num_params = detail("num_params", "P, the dimension of the Hessian.")
@@ -161,6 +175,16 @@ class HessianEigen(Measurement):
       exact when the residual is ~0).
     - ``iterations``: the number of Lanczos iterations (Hessian-vector products) done.
     - ``restarts``: the number of thick restarts (0 unless ``max_vectors`` bounded the basis).
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.metrics import hessian_top_eigenvalues
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Linear(4, 3)
+        >>> loader = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
+        >>> top = hessian_top_eigenvalues(model, loader, k=2, iters=15)  # 15 = P: the exact spectrum
+        >>> len(top.values), sorted(top.vectors[0]), top.restarts, max(top.residuals) < 1e-4
+        (2, ['bias', 'weight'], 0, True)
     """
 
     values = detail("values", "The k largest Ritz values, descending.")
@@ -176,7 +200,22 @@ def hessian_vector_product(model: nn.Module, loader: Iterable, vector: Mapping[s
                            loss_fn: LossFn = F.cross_entropy, *,
                            batch_fn: BatchFn | None = None) -> dict[str, torch.Tensor]:
     """:math:`\\tilde H v` for one direction ``vector`` = ``{name: tensor}`` over the selected params
-    (module docstring); missing names count as zero. Other arguments as :func:`hessian_trace`."""
+    (module docstring); missing names count as zero. Other arguments as :func:`hessian_trace`.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.metrics import hessian_matrix, hessian_vector_product
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Linear(4, 3)
+        >>> loader = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
+        >>> hv = hessian_vector_product(model, loader, {"weight": torch.ones(3, 4)})  # the bias stays
+        >>> sorted(hv), hv["weight"].shape
+        (['bias', 'weight'], torch.Size([3, 4]))
+        >>> v = torch.cat([torch.ones(12), torch.zeros(3)])  # the same direction, flattened
+        >>> torch.allclose(hessian_matrix(model, loader) @ v, torch.cat([hv["weight"].flatten(), hv["bias"]]),
+        ...                atol=1e-6)
+        True
+    """
     operator = _Operator(model, loader, params, scaling, loss_fn, batch_fn)
     unknown = [n for n in vector if n not in operator.base]
     if unknown:
@@ -209,10 +248,10 @@ def hessian_trace(model: nn.Module, loader: Iterable, samples: int = 100,
         loss_fn: ``loss_fn(output, y)`` returning the batch mean (default cross-entropy).
         batch_fn: maps a batch to ``(x, y)`` (default: ``(x, y, *rest)`` tuples and dicts).
 
-    Example::
-
+    Examples:
         >>> import torch
         >>> from sharpkit.metrics import hessian_trace
+        >>> _ = torch.manual_seed(0)
         >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3))
         >>> batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
         >>> result = hessian_trace(model, batches, samples=10)
@@ -268,6 +307,7 @@ def _lanczos(operator: _Operator, k: int, steps: int, width: int,
         return None if float(norm) <= math.sqrt(eps) else vector / norm
 
     q = fresh(0)
+    assert q is not None, "the first Lanczos probe is zero"
     count = restarts = done = 0
     last_beta = scale = 0.0
     for step in range(steps):
@@ -327,10 +367,10 @@ def hessian_top_eigenvalues(model: nn.Module, loader: Iterable, k: int = 1, iter
             seeded with :data:`sharpkit.metrics.DEFAULT_SEED`.
         max_vectors: most basis vectors kept (at least ``k + 1``), or None for all ``min(iters, P)``.
 
-    Example::
-
+    Examples:
         >>> import torch
         >>> from sharpkit.metrics import hessian_top_eigenvalues
+        >>> _ = torch.manual_seed(0)
         >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3))
         >>> batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
         >>> top = hessian_top_eigenvalues(model, batches, k=2, iters=15, max_vectors=6)
@@ -372,7 +412,24 @@ def hessian_matrix(model: nn.Module, loader: Iterable, params: Sequence[str] | N
     (:math:`(H + H^\\top)/2`, removing rounding asymmetry). Memory O(P^2): small models or a few named
     ``params`` only (e.g. the diagonal linear networks of Andriushchenko et al. sec. 5.2, or a head's
     bias). Rows/columns follow ``named_parameters()`` order of the selected parameters, each flattened
-    row-major. Arguments as :func:`hessian_trace`."""
+    row-major. Arguments as :func:`hessian_trace`.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.metrics import hessian_matrix, hessian_top_eigenvalues
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Linear(4, 3)
+        >>> loader = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
+        >>> hessian = hessian_matrix(model, loader)
+        >>> hessian.shape, torch.equal(hessian, hessian.T)
+        (torch.Size([15, 15]), True)
+        >>> top = hessian_top_eigenvalues(model, loader, iters=15)
+        >>> abs(top.value - float(torch.linalg.eigvalsh(hessian)[-1])) < 1e-5
+        True
+        >>> bias = hessian_matrix(model, loader, params=["bias"])  # one block: the bias
+        >>> bias.shape
+        torch.Size([3, 3])
+    """
     operator = _Operator(model, loader, params, scaling, loss_fn, batch_fn)
     columns = []
     with eval_mode(model):

@@ -50,7 +50,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Predictions:
-    """Outputs of :func:`predict`: ``logits`` (N, C) and ``labels`` (N,), on the model's device."""
+    """Outputs of :func:`predict`: ``logits`` (N, C) and ``labels`` (N,), on the model's device.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.metrics import Predictions, accuracy
+        >>> outputs = Predictions(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
+        >>> accuracy(outputs.logits, outputs.labels)
+        0.5
+    """
 
     logits: torch.Tensor
     labels: torch.Tensor
@@ -63,6 +71,18 @@ def predict(model: nn.Module, loader: Iterable, *, batch_fn: BatchFn | None = No
     Batches are moved to the device (and floating dtype) of the model's parameters and mapped to
     ``(x, y)`` by ``batch_fn`` (default: ``(x, y, *rest)`` tuples and dicts). The model's train/eval
     flags are restored afterwards.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.metrics import accuracy, predict
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Linear(4, 3)
+        >>> loader = [(torch.randn(8, 4), torch.randint(0, 3, (8,), dtype=torch.int32)) for _ in range(2)]
+        >>> outputs = predict(model, loader)
+        >>> outputs.logits.shape, outputs.labels.dtype
+        (torch.Size([16, 3]), torch.int64)
+        >>> 0.0 <= accuracy(outputs.logits, outputs.labels) <= 1.0
+        True
     """
     device, dtype = model_device_dtype(model)
     logits, labels = [], []
@@ -74,7 +94,15 @@ def predict(model: nn.Module, loader: Iterable, *, batch_fn: BatchFn | None = No
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy as a fraction in [0, 1]: ``mean_n [argmax_c logits[n, c] == labels[n]]``."""
+    """Top-1 accuracy as a fraction in [0, 1]: ``mean_n [argmax_c logits[n, c] == labels[n]]``.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.metrics import accuracy
+        >>> logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 3.0]])
+        >>> round(accuracy(logits, torch.tensor([0, 1, 0])), 4)
+        0.6667
+    """
     check_logits_labels(logits, labels)
     return float((logits.argmax(dim=1) == as_labels(labels)).double().mean())
 
@@ -107,8 +135,7 @@ def ece(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15, *, from_pr
             not softmaxed). Without it, input whose rows all lie in [0, 1] and sum to 1 is refused,
             since softmaxing probabilities again flattens them and gives a wrong ECE.
 
-    Example::
-
+    Examples:
         >>> import torch
         >>> from sharpkit.metrics import ece
         >>> logits, labels = torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])
@@ -145,6 +172,16 @@ def generalization_gap(train_logits: torch.Tensor, train_labels: torch.Tensor,
     ``measure="accuracy"``: train accuracy minus test accuracy (fractions, so in [-1, 1]);
     ``measure="loss"``: test minus train mean cross-entropy (nats). Both are positive when the model
     does better on the data it was trained on.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.metrics import generalization_gap
+        >>> train_logits, train_labels = torch.tensor([[3.0, 0.0], [0.0, 3.0]]), torch.tensor([0, 1])
+        >>> test_logits, test_labels = torch.tensor([[3.0, 0.0], [3.0, 0.0]]), torch.tensor([0, 1])
+        >>> generalization_gap(train_logits, train_labels, test_logits, test_labels)  # 1.0 - 0.5
+        0.5
+        >>> round(generalization_gap(train_logits, train_labels, test_logits, test_labels, measure="loss"), 4)
+        1.5
     """
     check_choice("measure", measure, ("accuracy", "loss"))
     check_logits_labels(train_logits, train_labels)
@@ -159,7 +196,15 @@ def generalization_gap(train_logits: torch.Tensor, train_labels: torch.Tensor,
 class Disagreement(Measurement):
     """Result of :func:`prediction_disagreement`: ``value`` (also ``mean``) is the mean pairwise
     disagreement (a fraction in [0, 1]), ``sem`` its standard error ``std(ddof=0) / sqrt(n_pairs)``
-    (the authors' convention); ``details["n_pairs"]`` (also ``n_pairs``) the number of pairs."""
+    (the authors' convention); ``details["n_pairs"]`` (also ``n_pairs``) the number of pairs.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.metrics import Disagreement, prediction_disagreement
+        >>> result = prediction_disagreement([torch.tensor([0, 1, 1, 0]), torch.tensor([0, 1, 0, 0])])
+        >>> isinstance(result, Disagreement), result.mean, result.n_pairs
+        (True, 0.25, 2)
+    """
 
     mean = property(lambda self: self.value, doc="The mean pairwise disagreement (= ``value``).")
     n_pairs = detail("n_pairs", "Number of model pairs compared.")
@@ -179,6 +224,14 @@ def prediction_disagreement(predictions_by_seed: Sequence[torch.Tensor] | Mappin
         predictions_by_seed: one tensor per seed (a sequence, or a mapping whose values are used),
             either predicted labels (N,) or logits/probabilities (N, C) (argmax over the last dim).
         ordered: ordered pairs (True, paper) or unordered pairs (False).
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.metrics import prediction_disagreement
+        >>> seeds = [torch.tensor([0, 1, 1, 0]), torch.tensor([0, 1, 0, 0]), torch.tensor([1, 1, 0, 0])]
+        >>> ordered, unordered = prediction_disagreement(seeds), prediction_disagreement(seeds, ordered=False)
+        >>> ordered.n_pairs, unordered.n_pairs, round(ordered.value, 4), round(unordered.value, 4)
+        (6, 3, 0.3333, 0.3333)
     """
     values = list(predictions_by_seed.values()) if isinstance(predictions_by_seed, Mapping) \
         else list(predictions_by_seed)
@@ -220,6 +273,19 @@ class CorruptionAccuracy(Measurement):
     ``severities`` order), ``per_corruption`` (corruption -> mean over severities), ``per_severity``
     (mean over corruptions at each severity), ``corruptions`` (the corruptions used: results must say
     which, e.g. when frost is missing) and ``severities``.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.data import CorruptedImageDataset
+        >>> from sharpkit.metrics import CorruptionAccuracy, corruption_accuracy
+        >>> _ = torch.manual_seed(0)
+        >>> images = {name: torch.randint(0, 256, (5, 6, 3, 8, 8), dtype=torch.uint8) for name in ("fog", "snow")}
+        >>> corrupted = CorruptedImageDataset("toy-c", images, torch.randint(0, 2, (6,)), ("a", "b"),
+        ...                                   mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+        >>> result = corruption_accuracy(model, corrupted)
+        >>> isinstance(result, CorruptionAccuracy), sorted(result.per_corruption), len(result.per_severity)
+        (True, ['fog', 'snow'], 5)
     """
 
     mean = property(lambda self: self.value, doc="The mean accuracy over all splits (= ``value``).")
@@ -241,9 +307,23 @@ def corruption_accuracy(model: nn.Module, corrupted: CorruptedImageDataset, batc
 
     Args:
         model: classifier; its device and dtype are used.
-        corrupted: a :class:`sharpkit.data.base.CorruptedImageDataset`.
+        corrupted: a ``sharpkit.data.CorruptedImageDataset`` (``sharpkit.data.load_dataset("cifar10-c")``,
+            or ``sharpkit corrupt`` for a generated one).
         batch_size: images per forward pass (memory only; the result does not depend on it).
         corruptions: subset of ``corrupted.corruptions`` to evaluate (default: all of them).
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.data import CorruptedImageDataset
+        >>> from sharpkit.metrics import corruption_accuracy
+        >>> _ = torch.manual_seed(0)
+        >>> images = {"fog": torch.randint(0, 256, (5, 6, 3, 8, 8), dtype=torch.uint8)}  # 5 severities
+        >>> corrupted = CorruptedImageDataset("toy-c", images, torch.randint(0, 2, (6,)), ("a", "b"),
+        ...                                   mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+        >>> result = corruption_accuracy(model, corrupted, batch_size=4)
+        >>> result.corruptions, result.severities, 0.0 <= result.mean <= 100.0
+        (('fog',), (1, 2, 3, 4, 5), True)
     """
     check_positive("batch_size", batch_size, integer=True)
     available = tuple(corrupted.corruptions)

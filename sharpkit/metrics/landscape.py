@@ -1,29 +1,30 @@
 r"""Shape of the loss around a minimum: 1-D loss curves and the asymmetry factor.
 
 Loss on a fixed list of batches (the same convention for every function of this module, of
-:mod:`sharpkit.metrics.curvature` and of :mod:`sharpkit.metrics.adaptive_sharpness`):
+``sharpkit.metrics.curvature`` and of ``sharpkit.metrics.adaptive_sharpness``):
 
 .. math::
     L(\mathbf w) = \sum_b \frac{n_b}{N}\, \ell\bigl(f_{\mathbf w}(x_b), y_b\bigr),
 
 with :math:`\ell` = ``loss_fn`` (batch-mean cross-entropy by default, so :math:`L` is the
 per-sample mean over the :math:`N` points), evaluated in eval mode (BatchNorm uses its running
-statistics, dropout is off) through :func:`torch.func.functional_call`: the model's own tensors
+statistics, dropout is off) through ``torch.func.functional_call``: the model's own tensors
 are never written, so its state after any call is bit-identical to before.
 
 Directions are dicts ``{parameter name: tensor}`` (names of ``model.named_parameters()``); a
 parameter missing from a direction does not move.
 
-- :func:`random_direction`: Gaussian (or uniform) direction, optionally *filter-normalised* as in
+- :func:`~sharpkit.metrics.random_direction`: Gaussian (or uniform) direction, optionally *filter-normalised* as in
   Li, Xu, Taylor, Studer and Goldstein, "Visualizing the Loss Landscape of Neural Nets" (NeurIPS
   2018, sec. 4): every filter :math:`d_{i,j}` (slice ``[j]`` along the output dimension of a weight
   tensor) is rescaled to the norm of the corresponding filter of the weights,
   :math:`d_{i,j} \leftarrow d_{i,j}\,\|\theta_{i,j}\| / \|d_{i,j}\|`, which removes the scale
   dependence of 1-D plots. Biases and normalisation parameters (tensors with ``ndim <= 1``) get a
   zero direction by default, as Li et al.'s figures (their ``--xignore biasbn``).
-- :func:`loss_along_direction`: :math:`\{(\alpha, L(\mathbf w + \alpha \mathbf d))\}`.
-- :func:`asymmetry_factor`: Boca, Cross, Holm and Korkmaz, "Towards an *Even Better* Understanding
-  of Sharpness-Aware Minimisation", sec. 4.4:
+- :func:`~sharpkit.metrics.loss_along_direction`: :math:`\{(\alpha, L(\mathbf w + \alpha \mathbf d))\}`.
+- :func:`~sharpkit.metrics.asymmetry_factor`: Boca, Cross, Holm and Korkmaz, "Towards an *Even
+  Better* Understanding of Sharpness-Aware Minimisation" (University of Cambridge, course report for
+  R252 Theory of Deep Learning, 2023), sec. 4.4:
 
   .. math::
       \Omega = \frac{1}{m}\sum_{i=1}^{m} \frac{\min(l_i^+, l_i^-)}{\max(l_i^+, l_i^-)},\qquad
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -105,7 +107,7 @@ def _random_like(shape: torch.Size, like: torch.Tensor, generator: torch.Generat
     a model on the GPU.
     """
     device = like.device if generator is None else generator.device
-    options = dict(dtype=like.dtype, device=device, generator=generator)
+    options: dict[str, Any] = dict(dtype=like.dtype, device=device, generator=generator)
     if distribution == "normal":
         out = torch.randn(shape, **options)
     elif distribution == "uniform":
@@ -129,7 +131,9 @@ def _dataset_loss(model: nn.Module, values: Mapping[str, torch.Tensor],
                   batches: Sequence[tuple[torch.Tensor, torch.Tensor]], loss_fn: LossFn) -> torch.Tensor:
     """:math:`L` of the module docstring (per-sample weighting of the batch losses)."""
     total = sum(y.shape[0] for _, y in batches)
-    return sum(_batch_loss(model, values, x, y, loss_fn) * (y.shape[0] / total) for x, y in batches)
+    # A tensor; the int 0 only for an empty loader, which the callers' float() takes as well.
+    return cast(torch.Tensor, sum(_batch_loss(model, values, x, y, loss_fn) * (y.shape[0] / total)
+                                  for x, y in batches))
 
 
 def _check_direction(direction: Direction, base: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -171,12 +175,24 @@ def random_direction(model: nn.Module, filter_normalized: bool = True,
         ignore_1d: with filter normalisation, give tensors with ``ndim <= 1`` (biases, BatchNorm and
             LayerNorm affine parameters) a zero direction; if False each of their entries is its own
             filter, i.e. ``|d_i| = |theta_i|``.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.metrics import random_direction
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+        >>> direction = random_direction(model, generator=torch.Generator().manual_seed(0))
+        >>> sorted(direction)
+        ['0.bias', '0.weight']
+        >>> torch.allclose(direction["0.weight"].norm(dim=1), model[0].weight.norm(dim=1))  # filter norms
+        True
+        >>> bool((direction["0.bias"] == 0).all())  # ignore_1d: biases do not move
+        True
     """
     check_choice("distribution", distribution, DISTRIBUTIONS)
     base = _named_parameters(model, params)
     direction = {name: _random_like(p.shape, p, generator, distribution) for name, p in base.items()}
     if not filter_normalized:
-        norm = torch.sqrt(sum((d.double() ** 2).sum() for d in direction.values()))
+        norm = torch.sqrt(cast(torch.Tensor, sum((d.double() ** 2).sum() for d in direction.values())))
         if float(norm) == 0.0:
             raise ValueError("The drawn direction is zero; the model has no parameter entries to move.")
         return {name: d / norm.to(d) for name, d in direction.items()}
@@ -202,6 +218,17 @@ class LossCurve:
         losses: :math:`L(\\mathbf w + \\alpha\\mathbf d)` for each alpha (units of ``loss_fn``; nats
             for cross-entropy).
         base_loss: :math:`L(\\mathbf w)`.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.metrics import LossCurve, loss_along_direction, random_direction
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Linear(4, 3)
+        >>> loader = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
+        >>> direction = random_direction(model, generator=torch.Generator().manual_seed(0))
+        >>> curve = loss_along_direction(model, loader, direction, alphas=[-1.0, 0.0, 1.0])
+        >>> isinstance(curve, LossCurve), curve.alphas, curve.losses[1] == curve.base_loss
+        (True, (-1.0, 0.0, 1.0), True)
     """
 
     alphas: tuple[float, ...]
@@ -224,6 +251,17 @@ def loss_along_direction(model: nn.Module, loader: Iterable, direction: Directio
         alphas: step sizes, in the units of the direction.
         loss_fn: ``loss_fn(output, y)`` returning the batch mean (default cross-entropy).
         batch_fn: maps a batch to ``(x, y)`` (default: ``(x, y, *rest)`` tuples and dicts).
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.metrics import loss_along_direction, random_direction
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Linear(4, 3)
+        >>> loader = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
+        >>> direction = random_direction(model, filter_normalized=False, generator=torch.Generator().manual_seed(0))
+        >>> curve = loss_along_direction(model, loader, direction, alphas=[-0.5, 0.0, 0.5])
+        >>> len(curve.losses), curve.losses[1] == curve.base_loss
+        (3, True)
     """
     alphas = [float(a) for a in alphas]
     if not alphas:
@@ -252,6 +290,16 @@ class Asymmetry(Measurement):
       increases.
     - ``increases_plus``, ``increases_minus``: :math:`l_i^+` and :math:`l_i^-` (nats for cross-entropy).
     - ``base_loss``: :math:`L(\\mathbf w)`; ``mu``: the distance used.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.metrics import Asymmetry, asymmetry_factor
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Linear(4, 3)
+        >>> loader = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
+        >>> result = asymmetry_factor(model, loader, mu=0.5, directions=4)
+        >>> isinstance(result, Asymmetry), len(result.ratios), len(result.increases_plus), result.mu
+        (True, 4, 4, 0.5)
     """
 
     ratios = detail("ratios")
@@ -282,6 +330,18 @@ def asymmetry_factor(model: nn.Module, loader: Iterable, mu: float,
         loss_fn: ``loss_fn(output, y)`` returning the batch mean (default cross-entropy).
         params: parameter names the random directions move (default: all).
         batch_fn: maps a batch to ``(x, y)`` (default: ``(x, y, *rest)`` tuples and dicts).
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.metrics import asymmetry_factor
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Linear(4, 3)
+        >>> loader = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
+        >>> result = asymmetry_factor(model, loader, mu=0.5, directions=4)
+        >>> result.value == asymmetry_factor(model, loader, mu=0.5, directions=4).value  # default seed
+        True
+        >>> -1.0 <= result.value <= 1.0  # 1 = symmetric; negative where one side goes down
+        True
     """
     check_positive("mu", mu)
     data = _materialize(loader, model, batch_fn)

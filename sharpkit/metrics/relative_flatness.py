@@ -2,7 +2,7 @@ r"""Relative flatness (Petzka et al.) of a model's head, in closed form for soft
 
 Source: Petzka, Kamp, Adilova, Sminchisescu and Boley, "Relative Flatness and Generalization"
 (NeurIPS 2021), neuronwise measure (Adilova et al., "FAM: Relative Flatness Aware Minimization",
-2023, eq. 1), as the code of "Understanding Deep Learning Requires Rethinking Sharpness" applies
+TAG-ML workshop at ICML 2023, eq. 1), as the code of "Understanding Deep Learning Requires Rethinking Sharpness" applies
 it to the final ``nn.Linear`` layer, the *head*:
 
 .. math::
@@ -66,6 +66,7 @@ arithmetic for the head.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -123,7 +124,7 @@ class _ClosedForm:
         self.centred, self.centred_sq = centred, centred ** 2
         self.normalize, self.reduction = normalize, reduction
         width = weight.shape[1]
-        zeros = dict(dtype=torch.float64, device=weight.device)
+        zeros: dict[str, Any] = dict(dtype=torch.float64, device=weight.device)
         self.count = 0
         self.total = torch.zeros((), **zeros)                                       # unnormalised kappa
         self.moment = torch.zeros((width, width), **zeros) if normalize else None   # sum_b M_b
@@ -143,6 +144,7 @@ class _ClosedForm:
         n = phi.shape[0]
         factor = 1.0 / n if self.reduction == "sum_batches" else 1.0
         if self.normalize:
+            assert self.moment is not None  # allocated when normalize
             self.moment += (sq.T @ var) * factor
             # Chan et al.'s pairwise update of the feature mean and sum of squared deviations.
             batch_mean = phi.mean(dim=0)
@@ -158,6 +160,7 @@ class _ClosedForm:
         if self.count == 0:
             raise ValueError("Expected at least one feature batch, but got none.")
         if self.normalize:
+            assert self.moment is not None  # allocated when normalize
             sigma = torch.sqrt(self.m2 / self.count)
             kept = _non_constant(sigma, self.mean)  # constant features are folded into the bias
             u = torch.where(kept, sigma, 1.0).pow(-2) * kept
@@ -184,6 +187,17 @@ def relative_flatness_from_features(features: Iterable[torch.Tensor], weight: to
         normalize_features: apply the std reparametrisation (the paper's convention).
         reduction: ``"mean"`` (dataset kappa, independent of the batch size) or ``"sum_batches"``
             (the paper's sum of per-batch kappas).
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.metrics import relative_flatness_from_features
+        >>> _ = torch.manual_seed(0)
+        >>> head = torch.nn.Linear(6, 3)
+        >>> features = [torch.randn(8, 6), torch.randn(8, 6)]  # two batches of the head's inputs
+        >>> value = relative_flatness_from_features(features, head.weight, head.bias)
+        >>> paper = relative_flatness_from_features(features, head.weight, head.bias, reduction="sum_batches")
+        >>> value > 0, round(paper / value, 6)  # the paper's sum grows with the number of batches
+        (True, 2.0)
     """
     check_choice("reduction", reduction, REDUCTIONS)
     accumulator = _ClosedForm(weight, bias, normalize_features, reduction)
@@ -211,13 +225,19 @@ def relative_flatness(model: nn.Module, loader: Iterable, normalize_features: bo
         head: the head, see :func:`sharpkit.metrics.find_head` (default: found automatically).
         batch_fn: maps a batch to ``(x, y)`` (default: ``(x, y, *rest)`` tuples and dicts).
 
-    Example::
-
-        >>> import torch, torchvision
+    Examples:
+        >>> import math, torch, torchvision
         >>> from sharpkit.metrics import relative_flatness
+        >>> _ = torch.manual_seed(0)
         >>> model = torchvision.models.resnet18(num_classes=10)
         >>> batches = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))]
-        >>> value = relative_flatness(model, batches, head="fc")
+        >>> relative_flatness(model, batches, head="fc") > 0  # head=None would find ``fc`` too
+        True
+        >>> mlp = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+        >>> x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+        >>> one, four = [(x, y)], [(x[i:i + 4], y[i:i + 4]) for i in range(0, 16, 4)]
+        >>> math.isclose(relative_flatness(mlp, one), relative_flatness(mlp, four), rel_tol=1e-6)
+        True
     """
     check_choice("reduction", reduction, REDUCTIONS)
     layer = find_head(model, head)
@@ -246,6 +266,17 @@ def relative_flatness_exact_from_features(loader: Iterable[tuple[torch.Tensor, t
         weight, bias, normalize_features, reduction: as :func:`relative_flatness_from_features`.
         loss_fn: ``loss_fn(logits, labels)`` returning the batch mean (default cross-entropy, where
             this equals the closed form).
+
+    Examples:
+        >>> import math, torch
+        >>> from sharpkit.metrics import relative_flatness_exact_from_features, relative_flatness_from_features
+        >>> _ = torch.manual_seed(0)
+        >>> head = torch.nn.Linear(6, 3)
+        >>> batches = [(torch.randn(8, 6), torch.randint(0, 3, (8,))) for _ in range(2)]
+        >>> exact = relative_flatness_exact_from_features(batches, head.weight, head.bias)
+        >>> closed = relative_flatness_from_features([phi for phi, _ in batches], head.weight, head.bias)
+        >>> math.isclose(exact, closed, rel_tol=1e-9)
+        True
     """
     check_choice("reduction", reduction, REDUCTIONS)
     _check_head(weight, bias)
@@ -292,6 +323,15 @@ def relative_flatness_exact(model: nn.Module, loader: Iterable, normalize_featur
     Features are collected in eval mode without gradients (the loader is iterated once), then
     :func:`relative_flatness_exact_from_features` is applied. Arguments as :func:`relative_flatness`;
     ``loss_fn(logits, labels)`` is the batch-mean loss whose Hessian is taken (default cross-entropy).
+
+    Examples:
+        >>> import math, torch
+        >>> from sharpkit.metrics import relative_flatness, relative_flatness_exact
+        >>> _ = torch.manual_seed(0)
+        >>> mlp = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+        >>> loader = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(2)]
+        >>> math.isclose(relative_flatness_exact(mlp, loader), relative_flatness(mlp, loader), rel_tol=1e-9)
+        True
     """
     check_choice("reduction", reduction, REDUCTIONS)
     layer = find_head(model, head)

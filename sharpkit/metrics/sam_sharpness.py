@@ -1,7 +1,9 @@
 r"""Random-perturbation ("average-case") SAM sharpness, as the paper's code computes it.
 
 Source: "Understanding Deep Learning Requires Rethinking Sharpness", App. A ("SAM-Sharpness",
-after Foret et al., ICLR 2021, and Jiang et al., ICLR 2020) and its authors' code:
+after Foret, Kleiner, Mobahi and Neyshabur, "Sharpness-Aware Minimization for Efficiently Improving
+Generalization", ICLR 2021, and Jiang, Neyshabur, Mobahi, Krishnan and Bengio, "Fantastic
+Generalization Measures and Where to Find Them", ICLR 2020) and its authors' code:
 
 .. math::
     S = \frac{1}{K}\sum_{k=1}^{K} \frac{|L(\theta + \epsilon_k) - L(\theta)|}{\rho},
@@ -62,6 +64,16 @@ class SamSharpness(Measurement):
 
     ``details`` (also attributes): ``base_loss`` (``L_0``, the unperturbed loss, nats), ``values``
     (the per-sample ``|L_k - L_0| / rho``), ``rho`` and ``convention`` (the arguments used).
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.metrics import SamSharpness, sam_sharpness
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Linear(4, 3)
+        >>> loader = [(torch.randn(8, 4), torch.randint(0, 3, (8,)))]
+        >>> result = sam_sharpness(model, loader, samples=5)
+        >>> isinstance(result, SamSharpness), len(result.values), result.rho, result.convention
+        (True, 5, 0.005, 'clean')
     """
 
     base_loss = detail("base_loss", "L_0, the unperturbed loss (nats).")
@@ -116,15 +128,18 @@ def sam_sharpness(model: nn.Module, loader: Iterable, rho: float = 0.005, sample
         loss_fn: ``loss_fn(output, y)`` returning the batch mean (default cross-entropy).
         batch_fn: maps a batch to ``(x, y)`` (default: ``(x, y, *rest)`` tuples and dicts).
 
-    Example::
-
-        >>> import torch, torchvision
-        >>> from sharpkit.metrics import sam_sharpness
-        >>> model = torchvision.models.resnet18(num_classes=10)
-        >>> batches = [(torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))]
+    Examples:
+        >>> import torch
+        >>> from sharpkit.metrics import PAPER_CONVENTIONS, sam_sharpness
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 16), torch.nn.ReLU(),
+        ...                             torch.nn.Linear(16, 10))  # any nn.Module: torchvision, timm, ...
+        >>> batches = [(torch.randn(4, 3, 4, 4), torch.randint(0, 10, (4,)))]
         >>> result = sam_sharpness(model, batches, samples=2)
         >>> result.value == sam_sharpness(model, batches, samples=2).value  # default seed
         True
+        >>> sam_sharpness(model, batches, samples=2, **PAPER_CONVENTIONS["sam_sharpness"]).convention
+        'paper'
     """
     check_positive("rho", rho)
     check_positive("samples", samples, integer=True)

@@ -1,9 +1,9 @@
 """A small model registry in the style of timm's ``_registry.py``.
 
 A model file registers a *factory* ``fn(num_classes, *, knob=default, ...) -> nn.Module`` under a
-name; :func:`build_model` looks it up and checks the size knobs before calling it. The knobs are the
-factory's keyword-only arguments, so the signature is the single source of truth for what an
-architecture accepts and what its paper-size defaults are (:func:`model_knobs`).
+name; :func:`~sharpkit.models.build_model` looks it up and checks the size knobs before calling it. The
+knobs are the factory's keyword-only arguments, so the signature is the single source of truth for what
+an architecture accepts and what its paper-size defaults are (:func:`~sharpkit.models.model_knobs`).
 
 Every registered model follows one contract, which the metrics rely on and the tests check for
 every name in the registry:
@@ -64,7 +64,30 @@ def register_model(name: str) -> Callable[[_F], _F]:
     """Decorator registering a model factory under ``name``; re-registering a name warns and overwrites.
 
     The factory must have the signature ``fn(num_classes, *, knob=default, ...)``; the keyword-only
-    arguments are the architecture's size knobs and their defaults are the paper's sizes.
+    arguments are the architecture's size knobs and their defaults are the paper's sizes. On the command
+    line, register in a module passed with ``--import MODULE``.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.models import build_model, list_models, register_model
+        >>> from sharpkit.models.registry import unregister_model
+        >>> class TinyMLP(torch.nn.Module):  # the contract: ``classifier`` and ``features(x)``
+        ...     def __init__(self, num_classes, width):
+        ...         super().__init__()
+        ...         self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, width), torch.nn.ReLU())
+        ...         self.classifier = torch.nn.Linear(width, num_classes)
+        ...     def features(self, x):
+        ...         return self.body(x)
+        ...     def forward(self, x):
+        ...         return self.classifier(self.features(x))
+        >>> @register_model("tiny_mlp")
+        ... def tiny_mlp(num_classes, *, width=16):
+        ...     return TinyMLP(num_classes, width)
+        >>> "tiny_mlp" in list_models()
+        True
+        >>> build_model("tiny_mlp", num_classes=10, width=8).classifier
+        Linear(in_features=8, out_features=10, bias=True)
+        >>> unregister_model("tiny_mlp")  # the example leaves the registry as it found it
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"Expected argument `name` to be a non-empty string, but got {name!r}.")
@@ -91,7 +114,13 @@ def unregister_model(name: str) -> None:
 
 
 def list_models() -> list[str]:
-    """Names of all registered architectures, sorted."""
+    """Names of all registered architectures, sorted.
+
+    Examples:
+        >>> from sharpkit.models import list_models
+        >>> {"resnet18", "vgg19", "vit", "resnet18_tin", "vgg19bn_tin"} <= set(list_models())  # built in
+        True
+    """
     return sorted(_MODELS)
 
 
@@ -107,7 +136,13 @@ def _get_factory(arch: str) -> ModelFactory:
 
 
 def model_knobs(arch: str) -> dict[str, Any]:
-    """The size knobs ``arch`` accepts, mapped to their (paper-size) defaults."""
+    """The size knobs ``arch`` accepts, mapped to their (paper-size) defaults.
+
+    Examples:
+        >>> from sharpkit.models import model_knobs
+        >>> model_knobs("vgg19")
+        {'width': 64, 'hidden': None}
+    """
     return _knobs_of(_get_factory(arch))
 
 
@@ -121,6 +156,17 @@ def build_model(arch: str, num_classes: int, **size: Any) -> nn.Module:
 
     All randomness comes from torch's global generator, so ``torch.manual_seed(s)`` before the call
     makes the initial weights reproducible.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.models import build_model
+        >>> _ = torch.manual_seed(0)  # the initial weights
+        >>> model = build_model("resnet18", num_classes=10, width=4).eval()  # CPU-scale; the paper: 64
+        >>> x = torch.randn(2, 3, 32, 32)
+        >>> model(x).shape, model.features(x).shape
+        (torch.Size([2, 10]), torch.Size([2, 32]))
+        >>> torch.equal(model(x), model.classifier(model.features(x)))  # the contract of every model
+        True
     """
     factory = _get_factory(arch)
     check_positive("num_classes", num_classes, integer=True)
@@ -137,5 +183,14 @@ def build_model(arch: str, num_classes: int, **size: Any) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     """Number of scalar parameters of ``model`` (each shared tensor once; buffers such as BatchNorm
-    running statistics excluded). This is the P of the protocol's SAM-sharpness noise scale."""
+    running statistics excluded). This is the P of the protocol's SAM-sharpness noise scale.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.models import build_model, count_parameters
+        >>> count_parameters(build_model("resnet18", num_classes=10))  # the paper's size
+        11173962
+        >>> count_parameters(torch.nn.Linear(4, 3))
+        15
+    """
     return sum(p.numel() for p in model.parameters())

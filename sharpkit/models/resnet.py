@@ -1,7 +1,8 @@
 """ResNet-18, CIFAR variant.
 
 Architecture: He et al., "Deep Residual Learning for Image Recognition" (CVPR 2016), in the
-CIFAR form the paper's authors train (protocol: ../shared/docs/paper-protocol.md, "Models"):
+CIFAR form the authors of "Understanding Deep Learning Requires Rethinking Sharpness" (2025) train
+(the book's page "The protocol and where we depart from it", "Models"):
 
 - stem: 3x3 conv (stride 1, no bias) -> BN -> ReLU, **no** max-pool;
 - four stages of two BasicBlocks at widths w*[1, 2, 4, 8] (w = 64), strides 1, 2, 2, 2;
@@ -70,7 +71,19 @@ class BasicBlock(nn.Module):
 # --- model ------------------------------------------------------------------------------------------
 
 class ResNet(nn.Module):
-    """CIFAR ResNet with BasicBlocks; ``features(x)`` is the pooled (B, 8*width) vector."""
+    """CIFAR ResNet with BasicBlocks; ``features(x)`` is the pooled ``(B, 8 * width)`` vector.
+
+    Build it with ``build_model("resnet18", num_classes, width=...)``.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.models import ResNet, build_model
+        >>> model = build_model("resnet18", num_classes=10, width=4)
+        >>> isinstance(model, ResNet), model.classifier
+        (True, Linear(in_features=32, out_features=10, bias=True))
+        >>> model.features(torch.randn(2, 3, 16, 16)).shape  # any input size (global average pool)
+        torch.Size([2, 32])
+    """
 
     def __init__(self, num_blocks: tuple[int, ...], num_classes: int, width: int = 64) -> None:
         super().__init__()

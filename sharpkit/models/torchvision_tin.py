@@ -1,6 +1,7 @@
 """ImageNet-pretrained torchvision ResNet-18 and VGG-19-BN with a new head, for TinyImageNet.
 
-Protocol (../shared/docs/paper-protocol.md, "Models"): for TinyImageNet the authors fine-tune
+Protocol ("Understanding Deep Learning Requires Rethinking Sharpness", 2025, appendix C; the book's
+page "The protocol and where we depart from it", "Models"): for TinyImageNet the authors fine-tune
 torchvision's ``resnet18`` and ``vgg19_bn`` with the ImageNet weights of ``pretrained=True``
 (``IMAGENET1K_V1``), replacing the last Linear by a fresh ``Linear(d, 200)`` (PyTorch's default
 initialisation). torchvision's structure is kept as is, including VGG's adaptive average pool to
@@ -43,7 +44,14 @@ __all__ = ["TorchvisionResNetTin", "TorchvisionVGGTin", "pretrained_weights_path
 # --- weights ----------------------------------------------------------------------------------------
 
 def pretrained_weights_path(weights: WeightsEnum) -> Path:
-    """Where torchvision's loader (``torch.hub.load_state_dict_from_url``) caches ``weights``."""
+    """Where torchvision's loader (``torch.hub.load_state_dict_from_url``) caches ``weights``.
+
+    Examples:
+        >>> from torchvision.models import ResNet18_Weights
+        >>> from sharpkit.models import pretrained_weights_path
+        >>> pretrained_weights_path(ResNet18_Weights.IMAGENET1K_V1).name  # under torch.hub.get_dir()
+        'resnet18-f37072fd.pth'
+    """
     filename = Path(urlparse(weights.url).path).name
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
@@ -77,7 +85,17 @@ def _check_bool(argument: str, value: object) -> None:
 # --- models -----------------------------------------------------------------------------------------
 
 class TorchvisionResNetTin(nn.Module):
-    """torchvision ResNet as ``net``; ``features`` = pooled (B, 512), ``classifier`` = ``net.fc``."""
+    """torchvision ResNet as ``net``; ``features`` = pooled (B, 512), ``classifier`` = ``net.fc``.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.models import TorchvisionResNetTin, build_model
+        >>> model = build_model("resnet18_tin", num_classes=200, pretrained=False)  # True: ImageNet weights
+        >>> isinstance(model, TorchvisionResNetTin), model.classifier is model.net.fc
+        (True, True)
+        >>> model(torch.randn(2, 3, 64, 64)).shape
+        torch.Size([2, 200])
+    """
 
     def __init__(self, net: torchvision.models.ResNet, pretrained_weights: str | None) -> None:
         super().__init__()
@@ -100,7 +118,18 @@ class TorchvisionResNetTin(nn.Module):
 
 class TorchvisionVGGTin(nn.Module):
     """torchvision VGG as ``net``; ``features`` = ``net.classifier[:6]`` output (B, 4096),
-    ``classifier`` = ``net.classifier[6]``."""
+    ``classifier`` = ``net.classifier[6]``.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.models import TorchvisionVGGTin, build_model
+        >>> with torch.device("meta"):  # shapes only: the 139M parameters take no memory
+        ...     model = build_model("vgg19bn_tin", num_classes=200, pretrained=False)
+        >>> isinstance(model, TorchvisionVGGTin), model.classifier is model.net.classifier[6]
+        (True, True)
+        >>> model.features(torch.empty(2, 3, 64, 64, device="meta")).shape
+        torch.Size([2, 4096])
+    """
 
     def __init__(self, net: torchvision.models.VGG, pretrained_weights: str | None) -> None:
         super().__init__()

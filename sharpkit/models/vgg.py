@@ -1,8 +1,9 @@
 """VGG-19 with BatchNorm, CIFAR variant.
 
 Architecture: Simonyan & Zisserman, "Very Deep Convolutional Networks for Large-Scale Image
-Recognition" (ICLR 2015), configuration E, in the CIFAR form the paper's authors train (protocol:
-../shared/docs/paper-protocol.md, "Models"):
+Recognition" (ICLR 2015), configuration E, in the CIFAR form the authors of "Understanding Deep
+Learning Requires Rethinking Sharpness" (2025) train (the book's page "The protocol and where we
+depart from it", "Models"):
 
 - 16 blocks conv3x3 (padding 1, **with** bias) -> BN -> ReLU, channels
   [64, 64, M, 128, 128, M, 256 x4, M, 512 x4, M, 512 x4, M], M = MaxPool(2, 2, ceil_mode=True);
@@ -62,7 +63,15 @@ class VGG(nn.Module):
     """VGG conv stack (``body``) + Linear-BN-ReLU (``fc``) whose output is ``features(x)``, (B, hidden).
 
     The conv stack is called ``body`` (the authors' ``features``) because ``features`` is the
-    method returning the classifier's input, common to all sharpkit models.
+    method returning the classifier's input, common to all sharpkit models. Build it with
+    ``build_model("vgg19", num_classes, width=..., hidden=...)``.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.models import VGG, build_model
+        >>> model = build_model("vgg19", num_classes=10, width=4).eval()
+        >>> isinstance(model, VGG), model.features(torch.randn(2, 3, 32, 32)).shape  # 32x32 inputs
+        (True, torch.Size([2, 32]))
     """
 
     def __init__(self, layout: tuple[int | str, ...], num_classes: int, width: int = 64,

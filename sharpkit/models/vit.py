@@ -2,7 +2,8 @@
 
 Architecture: Lee, Lee & Song, "Vision Transformer for Small-Size Datasets" (arXiv:2112.13492,
 2021), as packaged by ``vit-pytorch`` (``vit_pytorch.vit_for_small_dataset.ViT``), which is what
-the paper's authors train (protocol: ../shared/docs/paper-protocol.md, "Models"). Paper size:
+the authors of "Understanding Deep Learning Requires Rethinking Sharpness" (2025) train
+(the book's page "The protocol and where we depart from it", "Models"). Paper size:
 image 32, patch 4, dim 512, depth 6, heads 6, dim_head 64, mlp_dim 256, CLS pooling, no dropout.
 
 - Shifted Patch Tokenization (SPT): the image is concatenated along channels with four copies of
@@ -124,7 +125,17 @@ class TransformerBlock(nn.Module):
 # --- model ------------------------------------------------------------------------------------------
 
 class ViT(nn.Module):
-    """SPT/LSA Vision Transformer; ``features(x)`` is the normalised CLS token, (B, dim)."""
+    """SPT/LSA Vision Transformer; ``features(x)`` is the normalised CLS token, (B, dim).
+
+    Build it with ``build_model("vit", num_classes, dim=..., depth=..., ...)``.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.models import ViT, build_model
+        >>> model = build_model("vit", num_classes=10, dim=32, depth=1, heads=2, dim_head=16, mlp_dim=32)
+        >>> isinstance(model, ViT), model.features(torch.randn(2, 3, 32, 32)).shape
+        (True, torch.Size([2, 32]))
+    """
 
     def __init__(self, num_classes: int, image_size: int = 32, patch_size: int = 4, dim: int = 512,
                  depth: int = 6, heads: int = 6, dim_head: int = 64, mlp_dim: int = 256,

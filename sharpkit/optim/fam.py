@@ -11,17 +11,19 @@ objective is
                            \mathrm{Tr}\, H_{s,s'}(\mathbf w^l),
 
 with :math:`\mathbf w^l_s` the rows of the chosen layer (the weights into neuron s) and
-:math:`H_{s,s'}` the blocks of the Hessian of the batch loss w.r.t. that layer (Petzka et al. 2021,
-the measure of :mod:`sharpkit.metrics.relative_flatness`). Its gradient (their Lemma 1) has a
+:math:`H_{s,s'}` the blocks of the Hessian of the batch loss w.r.t. that layer (Petzka, Kamp, Adilova,
+Sminchisescu and Boley, "Relative Flatness and Generalization", NeurIPS 2021, the measure of
+:func:`sharpkit.metrics.relative_flatness`). Its gradient (their Lemma 1) has a
 part through the weights of layer l and a third-derivative part through every weight of the
 network; autograd computes both when the penalty is built from differentiable tensors.
 
 Two penalties:
 
-- :func:`fam_penalty` / :func:`classifier_relative_flatness`: exact, for the final ``nn.Linear`` (the
-  head, found by :func:`sharpkit.metrics.find_head` or named with ``head=``) under softmax
-  cross-entropy, through the closed form of :mod:`sharpkit.metrics.relative_flatness` (same formula,
-  same conventions, here differentiable w.r.t. features, weight and bias):
+- :func:`~sharpkit.optim.fam_penalty` / :func:`~sharpkit.optim.classifier_relative_flatness`: exact, for
+  the final ``nn.Linear`` (the head, found by :func:`sharpkit.metrics.find_head` or named with
+  ``head=``) under softmax cross-entropy, through the closed form of
+  :func:`sharpkit.metrics.relative_flatness` (same formula, same conventions, here differentiable
+  w.r.t. features, weight and bias):
 
   .. math::
       \kappa = \frac{1}{n}\sum_n \|\phi_n\|^2 \sum_t \mathrm{Var}_{s\sim p_n}(W_{st}),
@@ -31,15 +33,18 @@ Two penalties:
   standard deviation is then that of the batch, and it is differentiated through). It does not
   depend on the labels: the Hessian of the cross-entropy w.r.t. the logits is
   :math:`\mathrm{diag}(p) - pp^\top` whatever the label. Cost O(batch x classes x features).
-- :func:`simplified_fam_penalty`: any layer, any loss (Adilova et al. sec. 3.2, after Petzka et
-  al. 2019): :math:`\hat\kappa = \|\mathbf w^l\|_2^2\, \mathrm{Tr}(H)` with :math:`H` the Hessian of
-  the loss w.r.t. the whole layer and the trace estimated by Hutchinson with Rademacher probes
-  (Adilova et al. app. A.2), built with ``create_graph=True`` so the penalty is differentiable.
-  Its probes are drawn from the global RNG when no ``generator`` is given: a training regulariser
-  wants fresh probes every step (unlike the measures of :mod:`sharpkit.metrics`, which default to a fixed seed).
+- :func:`~sharpkit.optim.simplified_fam_penalty`: any layer, any loss (Adilova et al. sec. 3.2, after
+  Petzka, Adilova, Kamp and Sminchisescu, "A Reparameterization-Invariant Flatness Measure for Deep
+  Neural Networks", Science meets Engineering of Deep Learning workshop, NeurIPS 2019):
+  :math:`\hat\kappa = \|\mathbf w^l\|_2^2\, \mathrm{Tr}(H)` with :math:`H` the Hessian of the loss
+  w.r.t. the whole layer and the trace estimated by Hutchinson with Rademacher probes (Adilova et al.
+  app. A.2), built with ``create_graph=True`` so the penalty is differentiable. Its probes are drawn
+  from the global RNG when no ``generator`` is given: a training regulariser wants fresh probes every
+  step (unlike the measures of :mod:`sharpkit.metrics`, which default to a fixed seed).
 
-:func:`fam_loss` puts the pieces together for a training step, on any model whose output is the
-logits of its head: the head's input is read by a forward pre-hook in the same forward pass.
+:func:`~sharpkit.optim.fam_loss` puts the pieces together for a training step, on any model whose
+output is the logits of its head: the head's input is read by a forward pre-hook in the same forward
+pass.
 Units: nats (kappa is invariant to the scale of the weights for the exact form with normalised
 features).
 """
@@ -52,8 +57,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils.validation import check_positive
 from ..metrics._head import Head, find_head, head_forward
+from ..utils.validation import check_positive
 
 __all__ = ["FamLoss", "classifier_relative_flatness", "fam_loss", "fam_penalty", "simplified_fam_penalty"]
 
@@ -71,6 +76,22 @@ def classifier_relative_flatness(features: torch.Tensor, weight: torch.Tensor, b
         weight: (C, d) head weight; bias: (C,) or None.
         normalize_features: std reparametrisation with the batch's feature std (ddof=0); features
             constant over the batch are dropped as in relative_flatness.
+
+    Examples:
+        >>> import math, torch
+        >>> from sharpkit.metrics import relative_flatness_from_features
+        >>> from sharpkit.optim import classifier_relative_flatness
+        >>> _ = torch.manual_seed(0)
+        >>> features = torch.randn(8, 6, dtype=torch.float64, requires_grad=True)
+        >>> head = torch.nn.Linear(6, 3).double()
+        >>> kappa = classifier_relative_flatness(features, head.weight, head.bias)
+        >>> kappa.backward()  # differentiable w.r.t. the features, the weight and the bias
+        >>> features.grad.shape
+        torch.Size([8, 6])
+        >>> math.isclose(float(kappa.detach()), relative_flatness_from_features([features], head.weight, head.bias,
+        ...                                                                       normalize_features=False),
+        ...              rel_tol=1e-9)
+        True
     """
     if not torch.is_tensor(features) or features.ndim != 2 or features.shape[0] == 0:
         raise ValueError("Expected `features` as a tensor of shape (B, d) with B > 0, but got "
@@ -112,6 +133,17 @@ def fam_penalty(model: nn.Module, features: torch.Tensor, normalize_features: bo
             ``nn.Linear`` (default: found automatically, ``model.classifier`` for sharpkit's models).
         features: (B, d) inputs of that head.
         normalize_features: std reparametrisation with the batch's feature std.
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.optim import fam_penalty
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+        >>> features = model[:2](torch.randn(8, 4))  # the head's input, with its graph
+        >>> penalty = fam_penalty(model, features)  # head: the last Linear, model[2]
+        >>> penalty.backward()
+        >>> model[0].weight.grad is not None  # the gradient reaches the layers below the head
+        True
     """
     layer = find_head(model, head)
     return classifier_relative_flatness(features, layer.weight, layer.bias, normalize_features)
@@ -128,6 +160,18 @@ def simplified_fam_penalty(loss: torch.Tensor, weight: torch.Tensor, samples: in
         generator: ``torch.Generator`` for the probes, drawn as
             ``2 * torch.randint(0, 2, weight.shape, generator=generator) - 1`` on the generator's device;
             ``None``: global RNG.
+
+    Examples:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> from sharpkit.optim import simplified_fam_penalty
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
+        >>> loss = F.cross_entropy(model(torch.randn(8, 4)), torch.randint(0, 3, (8,)))
+        >>> penalty = simplified_fam_penalty(loss, model[0].weight, samples=4,
+        ...                                  generator=torch.Generator().manual_seed(0))
+        >>> penalty.ndim, penalty.requires_grad  # a 0-d tensor to add to the loss
+        (0, True)
     """
     check_positive("samples", samples, integer=True)
     if not torch.is_tensor(loss) or loss.ndim != 0 or not loss.requires_grad:
@@ -156,6 +200,15 @@ class FamLoss:
         total: ``loss + strength * penalty``, to call ``backward()`` on.
         loss: the batch cross-entropy.
         penalty: :math:`\\kappa` (exact, classifier) or :math:`\\hat\\kappa` (simplified, other layer).
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.optim import FamLoss, fam_loss
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+        >>> result = fam_loss(model, torch.randn(8, 4), torch.randint(0, 3, (8,)), strength=0.1)
+        >>> isinstance(result, FamLoss), torch.allclose(result.total, result.loss + 0.1 * result.penalty)
+        (True, True)
     """
 
     total: torch.Tensor
@@ -183,14 +236,18 @@ def fam_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, strength: float
         head: the head of the exact penalty, see :func:`sharpkit.metrics.find_head` (default: found
             automatically); its input is read by a forward pre-hook.
 
-    Example::
-
+    Examples:
         >>> import torch
         >>> from sharpkit.optim import fam_loss
+        >>> _ = torch.manual_seed(0)
         >>> model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
         >>> x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
         >>> objective = fam_loss(model, x, y, strength=0.1)  # head: the last Linear, model[2]
         >>> objective.total.backward()
+        >>> simplified = fam_loss(model, x, y, strength=0.1, layer="0.weight",  # any parameter, any loss
+        ...                       generator=torch.Generator().manual_seed(0))
+        >>> simplified.penalty.requires_grad
+        True
     """
     check_positive("strength", strength, allow_zero=True)
     if layer is None or layer == "classifier":

@@ -23,7 +23,7 @@ With bfloat16 (sharpkit's trainer with ``bf16``) nothing else changes: the param
 cannot drive the two passes; these optimizers have no scaler integration, so prefer bfloat16.
 
 BatchNorm: both passes run in training mode, so by default both update the running statistics, the
-second at ``w + e(w)``, where the weights do not stay. :func:`frozen_batchnorm_stats` around the second
+second at ``w + e(w)``, where the weights do not stay. :func:`~sharpkit.optim.frozen_batchnorm_stats` around the second
 pass keeps it from doing so (a common SAM practice, e.g. davda54/sam's ``disable_running_stats``).
 """
 from __future__ import annotations
@@ -58,16 +58,39 @@ class SAM(torch.optim.Optimizer):
         **kwargs: passed to ``base_optimizer`` (lr, momentum, weight_decay, ...).
 
     Call ``first_step`` and ``second_step`` in turn, once each per batch; calling either out of turn raises
-    ``RuntimeError``. With a closure instead (it must return the loss, not a tuple)::
+    ``RuntimeError``. Or call ``step(closure)``, whose closure must return the loss (not a tuple).
 
-        def closure():
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            return loss
+    Examples:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> from sharpkit.optim import SAM
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Linear(4, 3)
+        >>> x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+        >>> optimizer = SAM(model.parameters(), torch.optim.SGD, rho=0.05, lr=0.1, momentum=0.9)
+        >>> F.cross_entropy(model(x), y).backward()  # the gradient at w, for e(w)
+        >>> optimizer.first_step(zero_grad=True)  # to w + e(w)
+        >>> F.cross_entropy(model(x), y).backward()  # the gradient at w + e(w)
+        >>> optimizer.second_step(zero_grad=True)  # back to w, then the SGD step
 
-        loss_fn(model(x), y).backward()  # the gradient at w, for e(w)
-        optimizer.step(closure)           # the gradient at w + e(w), then the base step from w
-        optimizer.zero_grad()
+        The same update with a closure:
+
+        >>> def closure():
+        ...     loss = F.cross_entropy(model(x), y)
+        ...     loss.backward()
+        ...     return loss
+        >>> F.cross_entropy(model(x), y).backward()  # the gradient at w, for e(w)
+        >>> loss = optimizer.step(closure)  # the gradient at w + e(w), then the base step from w
+        >>> optimizer.zero_grad()
+
+        With ``lr=0`` the weights come back bit for bit (``restore="exact"``):
+
+        >>> still = SAM(model.parameters(), torch.optim.SGD, lr=0.0)
+        >>> before = model.weight.detach().clone()
+        >>> F.cross_entropy(model(x), y).backward()
+        >>> loss = still.step(closure)
+        >>> torch.equal(model.weight, before)
+        True
     """
 
     def __init__(self, params, base_optimizer: type[torch.optim.Optimizer], rho: float = 0.05,
@@ -215,17 +238,27 @@ _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm
 def frozen_batchnorm_stats(model: nn.Module) -> Iterator[None]:
     """Within the block, the BatchNorm layers of ``model`` normalise as before (with the batch's
     statistics in training mode) but leave ``running_mean``, ``running_var`` and ``num_batches_tracked``
-    untouched; meant for SAM's second forward pass, at ``w + e(w)`` (module docstring)::
-
-        loss_fn(model(x), y).backward()
-        optimizer.first_step(zero_grad=True)
-        with frozen_batchnorm_stats(model):
-            loss_fn(model(x), y).backward()
-        optimizer.second_step(zero_grad=True)
+    untouched; meant for SAM's second forward pass, at ``w + e(w)`` (module docstring).
 
     It switches ``track_running_stats`` off for the block (torch's BatchNorm then updates no buffer) and
     back on afterwards, also when the block raises. sharpkit's trainer does not use it: in its runs both
     passes update the statistics.
+
+    Examples:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> from sharpkit.optim import SAM, frozen_batchnorm_stats
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+        >>> optimizer = SAM(model.parameters(), torch.optim.SGD, lr=0.1)
+        >>> x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+        >>> F.cross_entropy(model(x), y).backward()
+        >>> optimizer.first_step(zero_grad=True)
+        >>> with frozen_batchnorm_stats(model):
+        ...     F.cross_entropy(model(x), y).backward()  # at w + e(w): no statistics from here
+        >>> optimizer.second_step(zero_grad=True)
+        >>> model[1].num_batches_tracked, model[1].track_running_stats  # one update: the pass at w
+        (tensor(1), True)
     """
     layers = [m for m in model.modules() if isinstance(m, _BATCH_NORMS) and m.track_running_stats]
     for layer in layers:

@@ -15,12 +15,14 @@ Learning of Deep Neural Networks", ICML 2021): with the normalisation operator
 :math:`\eta` keeps zero weights movable. The authors' code applies :math:`T_w` to every parameter
 whose name contains ``"weight"`` and uses :math:`T_w = 1` (no eta) for the others (biases); the
 optimizer does not see names, so this is a parameter-group option (``adaptive``), and
-:func:`kwon_param_groups` builds the groups the authors' way. Their defaults: rho = 0.5, eta = 0.01.
+:func:`~sharpkit.optim.kwon_param_groups` builds the groups the authors' way. Their defaults: rho = 0.5, eta = 0.01.
 (``SAM(adaptive=True)`` is the eta = 0 special case applied to every parameter.)
 
-Average SAM (Foret et al., ``../shared/papers/003_*`` app. C.5 ablation; Boca et al.,
-``../shared/papers/002_*`` sec. 3, whose formula's :math:`\|z\|_2^2` is a typo for the fixed
-Euclidean norm they describe): a random perturbation of fixed norm instead of the gradient direction,
+Average SAM (the random-perturbation ablation of Foret, Kleiner, Mobahi and Neyshabur,
+"Sharpness-Aware Minimization for Efficiently Improving Generalization", ICLR 2021, app. C.5; Boca,
+Cross, Holm and Korkmaz, "Towards an *Even Better* Understanding of Sharpness-Aware Minimisation",
+University of Cambridge course report, 2023, sec. 3, whose formula's :math:`\|z\|_2^2` is a typo for
+the fixed Euclidean norm they describe): a random perturbation of fixed norm instead of the gradient direction,
 
 .. math::
     \epsilon = \rho\, \frac{\mathbf z}{\|\mathbf z\|_2}, \qquad \mathbf z \sim \mathcal N(0, I),
@@ -44,7 +46,15 @@ __all__ = ["ASAM", "AverageSAM", "kwon_param_groups"]
 
 def kwon_param_groups(model: nn.Module) -> list[dict[str, Any]]:
     """Parameter groups as the ASAM authors' code treats them: parameters whose name contains
-    ``"weight"`` are adaptive (:math:`T_w = |w| + \\eta`), the others (biases) are not (:math:`T_w = 1`)."""
+    ``"weight"`` are adaptive (:math:`T_w = |w| + \\eta`), the others (biases) are not (:math:`T_w = 1`).
+
+    Examples:
+        >>> import torch
+        >>> from sharpkit.optim import kwon_param_groups
+        >>> groups = kwon_param_groups(torch.nn.Linear(4, 3))
+        >>> [(len(group["params"]), group["adaptive"]) for group in groups]  # [weight], [bias]
+        [(1, True), (1, False)]
+    """
     adaptive: list[nn.Parameter] = []
     plain: list[nn.Parameter] = []
     for name, parameter in model.named_parameters():
@@ -66,6 +76,21 @@ class ASAM(SAM):
         eta: offset of the normalisation operator (Kwon et al.: 0.01).
         restore: ``"exact"`` or ``"subtract"``, as for :class:`~sharpkit.optim.SAM`.
         **kwargs: passed to ``base_optimizer``.
+
+    Examples:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> from sharpkit.optim import ASAM, kwon_param_groups
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Linear(4, 3)
+        >>> x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+        >>> optimizer = ASAM(kwon_param_groups(model), torch.optim.SGD, rho=0.5, eta=0.01, lr=0.1)
+        >>> F.cross_entropy(model(x), y).backward()
+        >>> optimizer.first_step(zero_grad=True)
+        >>> F.cross_entropy(model(x), y).backward()
+        >>> optimizer.second_step(zero_grad=True)
+        >>> [group["adaptive"] for group in optimizer.param_groups]  # weight: T = |w| + eta; bias: T = 1
+        [True, False]
     """
 
     def __init__(self, params, base_optimizer: type[torch.optim.Optimizer], rho: float = 0.5,
@@ -117,6 +142,21 @@ class AverageSAM(SAM):
             ``None`` uses the global RNG of each parameter's device.
         restore: ``"exact"`` or ``"subtract"``, as for :class:`~sharpkit.optim.SAM`.
         **kwargs: passed to ``base_optimizer``.
+
+    Examples:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> from sharpkit.optim import AverageSAM
+        >>> _ = torch.manual_seed(0)
+        >>> model = torch.nn.Linear(4, 3)
+        >>> x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+        >>> optimizer = AverageSAM(model.parameters(), torch.optim.SGD, rho=0.5, lr=0.1,
+        ...                        generator=torch.Generator().manual_seed(0))
+        >>> optimizer.first_step()  # a random e of norm rho: no gradient needed
+        >>> F.cross_entropy(model(x), y).backward()  # the only pass, at w + e
+        >>> optimizer.second_step(zero_grad=True)
+        >>> "generator_state" in optimizer.state_dict()  # a resumed run draws the same perturbations
+        True
     """
 
     def __init__(self, params, base_optimizer: type[torch.optim.Optimizer], rho: float = 0.5,

@@ -9,10 +9,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ..data.datasets import DATASETS
+from ..data.datasets import data_root as default_data_root
+from ..data.loader import AUGMENTATIONS
 from ..utils.validation import check_choice, check_positive
 from .controls import CONTROLS, SAM_VARIANTS, get_control, recipe_for
-from ..data.datasets import DATASETS, data_root as default_data_root
-from ..data.loader import AUGMENTATIONS
 
 SCHEDULERS = ("none", "cosine")
 SCHEDULER_STEPS = ("epoch", "batch")
@@ -25,6 +26,14 @@ class TrainConfig:
     """Everything that determines a training run's result (and nothing that does not).
 
     Build one with :func:`make_train_config`, which fills the recipe and control settings.
+
+    Examples:
+        >>> from sharpkit.run.config import TrainConfig, make_train_config
+        >>> config = make_train_config("resnet18", "cifar10", "weight_decay_sam", seed=0)
+        >>> config.weight_decay, config.sam, config.sam_rho, config.epochs
+        (0.0005, True, 0.05, 100)
+        >>> TrainConfig.from_dict(config.to_dict()) == config, len(config.config_hash())  # the run id
+        (True, 16)
     """
 
     arch: str
@@ -83,7 +92,7 @@ class TrainConfig:
                                  and self.dataset.split(":")[0] == "cifar10")
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a dict; fields in :data:`OPTIONAL_FIELDS` only when they differ from their
+        """The fields as a dict; fields in ``OPTIONAL_FIELDS`` only when they differ from their
         default, so run ids (hashes of this dict) of results stored before they existed stay valid."""
         data = asdict(self)
         for name, default in OPTIONAL_FIELDS.items():
@@ -92,7 +101,7 @@ class TrainConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -116,7 +125,15 @@ class TrainConfig:
 
 def make_train_config(arch: str, dataset: str, control: str, seed: int, **overrides: Any) -> TrainConfig:
     """A run's config: the dataset's recipe, the control's regularisers, then ``overrides``
-    (e.g. ``epochs=2, train_subset=2000, model_size={"width": 16}``)."""
+    (e.g. ``epochs=2, train_subset=2000, model_size={"width": 16}``).
+
+    Examples:
+        >>> from sharpkit.run.config import make_train_config
+        >>> config = make_train_config("vgg19", "cifar100", "augmentation", seed=3, epochs=2,
+        ...                            model_size={"width": 8})
+        >>> config.lr, config.scheduler, config.augmentation, config.epochs  # recipe, control, override
+        (0.01, 'cosine', 'crop_flip', 2)
+    """
     ctrl = get_control(control)
     recipe = recipe_for(dataset)
     augmentation = "auto" if ctrl.augmentation else "none"
@@ -124,7 +141,8 @@ def make_train_config(arch: str, dataset: str, control: str, seed: int, **overri
         epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr, momentum=recipe.momentum,
         weight_decay=ctrl.weight_decay, sam=ctrl.sam,
         sam_rho=recipe.sam_rho if ctrl.sam_rho is None else ctrl.sam_rho,
-        sam_variant=ctrl.sam_variant, fam_strength=ctrl.fam_strength, augmentation=augmentation, scheduler=recipe.scheduler, scheduler_step=recipe.scheduler_step,
+        sam_variant=ctrl.sam_variant, fam_strength=ctrl.fam_strength, augmentation=augmentation,
+        scheduler=recipe.scheduler, scheduler_step=recipe.scheduler_step,
     )
     values.update(overrides)
     if values["augmentation"] == "auto":
@@ -186,10 +204,11 @@ def locate_dataset(dataset: str, trained_in: str | os.PathLike | None = None,
     """The name under which a run's ``dataset`` loads from the current directory.
 
     A relative path that exists from here is used as it is. Otherwise it is looked for relative to
-    ``trained_in`` (the directory the run was trained in: the record's ``cwd``, which records written before it existed lack) and
-    then to the data root (``data_root``, else ``$SHARPKIT_DATA``, else ``~/.cache/sharpkit/data``); the first
-    existing one is returned as an absolute name. An ``npz:`` file found nowhere raises ``FileNotFoundError``
-    naming each place looked at and the fix; other names are left to their loader."""
+    ``trained_in`` (the directory the run was trained in: the record's ``cwd``, which records written before
+    it existed lack) and then to the data root (``data_root``, else ``$SHARPKIT_DATA``, else
+    ``~/.cache/sharpkit/data``); the first existing one is returned as an absolute name. An ``npz:`` file
+    found nowhere raises ``FileNotFoundError`` naming each place looked at and the fix; other names are left
+    to their loader."""
     found = _dataset_path(dataset)
     if found is None or os.path.isabs(os.path.expanduser(found[1])):
         return dataset

@@ -1,7 +1,8 @@
 """The paper's six training controls and the per-dataset training recipes.
 
 Source: "Understanding Deep Learning Requires Rethinking Sharpness", section 2.1 and appendix C, as
-the authors' code runs them (../shared/docs/paper-protocol.md, "Training").
+the authors' code runs them (summarised under "Training" on the book's page "The protocol and where we
+depart from it").
 """
 from __future__ import annotations
 
@@ -27,8 +28,11 @@ class Control:
 
 # Controls beyond the paper, usable in any profile (the "Beyond the paper" chapter); the paper's tables
 # and claims ignore them. Radii and strength are their authors' CIFAR-10 defaults: ASAM rho 0.5 with
-# eta 0.01 (Kwon et al. 2021), random-direction SAM rho 0.5 (Boca et al., ../shared/papers/002_*),
-# FAM lambda 0.1 (Adilova et al., ../shared/papers/004_*).
+# eta 0.01 (Kwon, Kim, Park and Choi, "ASAM: Adaptive Sharpness-Aware Minimization for Scale-Invariant
+# Learning of Deep Neural Networks", ICML 2021), random-direction SAM rho 0.5 (Boca, Cross, Holm and Korkmaz,
+# "Towards an Even Better Understanding of Sharpness-Aware Minimisation", University of Cambridge course
+# report, 2023), FAM lambda 0.1 (Adilova et al., "FAM: Relative Flatness Aware Minimization", TAG-ML
+# workshop at ICML 2023).
 EXTRA_CONTROLS: tuple[Control, ...] = (
     Control("asam", "ASAM", augmentation=False, weight_decay=0.0, sam=True, sam_variant="asam", sam_rho=0.5,
             in_paper=False),

@@ -1,6 +1,7 @@
 """Evaluate a trained run: every metric of the paper, added to the run's ``result.json``.
 
-Which data each metric sees follows the authors' code (../shared/docs/paper-protocol.md):
+Which data each metric sees follows the authors' code (GitHub
+``IFMW01/a_function-centric_perspective_on_flat_and_sharp_minima``, commit 20e3acc; the book's protocol page):
 
 - test accuracy, ECE and the stored test predictions (for cross-seed disagreement): the clean test set;
 - generalisation gap: accuracy on the clean training (sub)set minus test accuracy, eval mode;
@@ -25,30 +26,55 @@ import numpy as np
 import torch
 
 from .. import metrics as M
+from ..data import (
+    CorruptedImageDataset,
+    DeviceLoader,
+    ImageDataset,
+    derived_generator,
+    load_clean,
+    load_corrupted,
+    load_dataset,
+    subset_indices,
+)
+from ..data.datasets import data_root as default_data_root
+from ..metrics.registry import (
+    BEYOND_METRICS,
+    DEFAULT_EVALUATED,
+    DEFAULT_EVALUATIONS,
+    EVALUATION_CHOICES,
+    PAPER_SHARPNESS_METRICS,
+)
+from ..models import build_model
+from ..utils.io import (
+    DamagedFileError,
+    check_writable,
+    digest_mismatches,
+    load_torch,
+    make_temp_dir,
+    read_json_object,
+    remove_stale_temp_files,
+    sign_record,
+    write_json,
+)
+from ..utils.locks import folder_lock
+from ..utils.provenance import provenance
 from ..utils.validation import check_choice, check_positive
 from .config import TrainConfig
-from ..data import CorruptedImageDataset, DeviceLoader, ImageDataset, derived_generator, load_dataset, subset_indices
-from ..data.datasets import data_root as default_data_root
-from ..utils.io import (DamagedFileError, check_writable, digest_mismatches, load_torch, make_temp_dir,
-                        read_json_object, remove_stale_temp_files, sign_record, write_json)
-from ..utils.locks import folder_lock
-from ..models import build_model
-from ..utils.provenance import provenance
 from .train import TRAIN_LOCK, _size_kwargs, resolve_device
 
-EVALUATION_METRICS = ("test_accuracy", "test_ece", "generalization_gap", "corruption_accuracy")
-SHARPNESS_METRICS = ("fisher_rao_norm", "sam_sharpness", "relative_flatness")
-METRICS = EVALUATION_METRICS + SHARPNESS_METRICS
-# Measures beyond the paper, from the papers it builds on (the book's "Beyond the paper" chapter): a
-# profile asks for them by name in ``metrics``; the paper's profiles do not. All are measured on the same
-# fixed clean training points (``beyond_points``), in eval mode.
-BEYOND_METRICS = ("adaptive_average_sharpness", "adaptive_worst_sharpness", "worst_sharpness", "hessian_trace",
-                  "adaptive_hessian_trace", "hessian_top_eigenvalue", "asymmetry_factor")
+# The metric names come from the registry (sharpkit.metrics.registry); the old names stay as aliases.
+# METRICS, the default of EvalSettings.metrics, is hashed into every run id: its content and order are fixed.
+EVALUATION_METRICS = DEFAULT_EVALUATIONS  # the evaluations of METRICS (not report.EVALUATION_METRICS)
+SHARPNESS_METRICS = PAPER_SHARPNESS_METRICS  # the paper's three (report.SHARPNESS_METRICS adds the clean one)
+METRICS = DEFAULT_EVALUATED
+# BEYOND_METRICS (imported above): measures beyond the paper, from the papers it builds on (the book's "Beyond
+# the paper" chapter): a profile asks for them by name in ``metrics``; the paper's profiles do not. All are
+# measured on the same fixed clean training points (``beyond_points``), in eval mode.
 # SAM sharpness in the "clean" convention (same clean batches for L(theta) and every L(theta + eps)), beside
 # the paper's: the paper's convention re-draws augmentations between the two losses, which inflates it for the
 # augmentation controls. Not in METRICS (so stored run ids stay valid); a profile asks for it by name.
 CLEAN_SAM_METRIC = "sam_sharpness_clean"
-ALL_METRICS = METRICS + (CLEAN_SAM_METRIC,) + BEYOND_METRICS
+ALL_METRICS = EVALUATION_CHOICES  # METRICS, then CLEAN_SAM_METRIC and BEYOND_METRICS
 
 
 @dataclass(frozen=True)
@@ -74,9 +100,10 @@ class EvalSettings:
     beyond_batch_size: int = 128  # m of m-sharpness (Andriushchenko et al.: 128 to 256)
     average_rho: float = 0.02  # adaptive average case: Gaussian noise of std rho * |w| per weight
     average_samples: int = 10
-    worst_rho: float = 0.002  # adaptive worst case, linf ball of radius rho * |w| (001: 0.0005 to 0.002)
+    # adaptive worst case, linf ball of radius rho * |w| (Andriushchenko et al. 2023: 0.0005 to 0.002)
+    worst_rho: float = 0.002
     worst_plain_rho: float = 1e-4  # standard worst case, linf ball of radius rho
-    worst_steps: int = 10  # Auto-PGD iterations (001: 20)
+    worst_steps: int = 10  # Auto-PGD iterations (Andriushchenko et al. 2023: 20)
     hessian_samples: int = 10  # Hutchinson probes
     hessian_iters: int = 10  # Lanczos iterations for the top eigenvalue
     asymmetry_mu: float = 0.25  # distance along filter-normalised directions (units of the filters' norms)
@@ -110,7 +137,7 @@ class EvalSettings:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EvalSettings":
+    def from_dict(cls, data: dict[str, Any]) -> EvalSettings:
         data = dict(data)
         data["metrics"] = tuple(data.get("metrics", METRICS))
         return cls(**data)
@@ -197,7 +224,7 @@ def corrupted_test_set(config: TrainConfig, data: ImageDataset, settings: EvalSe
             os.rename(tmp, folder)
         except OSError:  # another worker finished first: use theirs
             shutil.rmtree(tmp, ignore_errors=True)
-    corrupted = load_dataset(f"cifar10-c:{folder}")
+    corrupted = load_corrupted(f"cifar10-c:{folder}")
     # The generated set keeps the clean dataset's class names and normalisation.
     return dataclasses.replace(corrupted, name=f"{config.dataset}-c(generated)", classes=data.classes,
                                mean=data.mean, std=data.std)
@@ -362,7 +389,7 @@ def _evaluate_locked(run: Path, settings: EvalSettings, data_root: str | None, d
             check_writable(cache, "the generated corrupted test set", "pass --corruption-cache DIR (or set "
                            "SHARPKIT_CACHE) to generate it elsewhere, or --corrupted to use an existing set; "
                            "nothing was computed")
-    data = dataset if dataset is not None else load_dataset(config.dataset, root=data_root)
+    data = dataset if dataset is not None else load_clean(config.dataset, root=data_root)
     values: dict[str, float] = {}
     details: dict[str, Any] = {}
     wanted = set(settings.metrics)

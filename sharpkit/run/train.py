@@ -26,25 +26,34 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from .. import __version__
-from .config import TrainConfig
+from ..data import DeviceLoader, ImageDataset, load_clean, subset_indices
 from ..data.loader import derived_generator
-from ..data import DeviceLoader, ImageDataset, load_dataset, subset_indices
-from ..utils.io import (DamagedFileError, check_writable, load_torch, remove_stale_temp_files, save_torch,
-                        sign_record, write_json, write_text)
-from ..utils.locks import folder_lock
 from ..models import build_model
 from ..optim import ASAM, SAM, AverageSAM, fam_penalty, kwon_param_groups
+from ..utils.io import (
+    DamagedFileError,
+    check_writable,
+    load_torch,
+    remove_stale_temp_files,
+    save_torch,
+    sign_record,
+    write_json,
+    write_text,
+)
+from ..utils.locks import folder_lock
 from ..utils.provenance import provenance, utc_now
 from ..utils.seeding import seed_everything
+from .config import TrainConfig
 
 RESULT_SCHEMA_VERSION = 1
 
@@ -120,7 +129,7 @@ _AVERAGE_SAM_STREAM = 3  # key of the perturbation stream (the loader uses other
 
 
 def _make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    kwargs = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    kwargs: dict[str, Any] = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     if not config.uses_sam:
         return torch.optim.SGD(model.parameters(), **kwargs)
     # The trainer keeps the arithmetic every stored SAM run was trained with (undo the perturbation by
@@ -144,8 +153,9 @@ def _training_loss(config: TrainConfig, model: torch.nn.Module, x: torch.Tensor,
         logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
         return loss, loss, logits
-    features = model.features(x)
-    logits = model.classifier(features)
+    # The models FAM trains (find_head's convention) have a features(x) method and a classifier head.
+    features = cast(Callable[[torch.Tensor], torch.Tensor], model.features)(x)
+    logits = cast(torch.nn.Module, model.classifier)(features)
     loss = F.cross_entropy(logits.float(), y)
     penalty = fam_penalty(model, features.float())
     return loss + config.fam_strength * penalty, loss, logits
@@ -244,7 +254,8 @@ def _train(config: TrainConfig, out: Path, data_root: str | None, init_dir: str 
     init_dir = Path(init_dir) if init_dir is not None else out.parent / "init"
     # Before an epoch is spent: a read-only folder or a full disk is named now, not after the training.
     check_writable(out, "the run's checkpoint and record", "pass --out with a folder elsewhere; nothing was trained")
-    check_writable(init_dir, "the shared initial weights", "pass --init-dir with a folder elsewhere; nothing was trained")
+    check_writable(init_dir, "the shared initial weights",
+                   "pass --init-dir with a folder elsewhere; nothing was trained")
     remove_stale_temp_files(out, init_dir)
     device = resolve_device(device)
     if config.bf16 and device.type not in ("cuda", "cpu"):
@@ -253,7 +264,7 @@ def _train(config: TrainConfig, out: Path, data_root: str | None, init_dir: str 
                          "device.")
     seed_everything(config.seed)
 
-    data = dataset if dataset is not None else load_dataset(config.dataset, root=data_root)
+    data = dataset if dataset is not None else load_clean(config.dataset, root=data_root)
     train_loader, test_loader = build_loaders(config, data, device)
     init = initial_state(config, data.num_classes, data.image_size, init_dir)
     model = build_model(config.arch, num_classes=data.num_classes, **_size_kwargs(config, data.image_size))
@@ -285,7 +296,7 @@ def _train(config: TrainConfig, out: Path, data_root: str | None, init_dir: str 
         _restore_log(out, log)
         started = ckpt["started"] or None
         if ckpt["status"] != "running":  # already finished: report it, rewrite result.json only if lost
-            metrics = json.loads(ckpt["result_metrics"])
+            metrics: dict[str, float] = json.loads(ckpt["result_metrics"])
             if (out / "result.json").exists():
                 return _result_of(out, config, ckpt["status"], log, metrics)
             return _finish(out, config, ckpt["status"], log, metrics, init, wall_before, device, started,
@@ -310,6 +321,7 @@ def _train(config: TrainConfig, out: Path, data_root: str | None, init_dir: str 
                 objective, loss, logits = _training_loss(config, model, x, y)
             objective.backward()
             if config.uses_sam:
+                assert isinstance(optimizer, SAM)  # _make_optimizer: a SAM variant exactly when uses_sam
                 optimizer.first_step(zero_grad=True)
                 with autocast:
                     _training_loss(config, model, x, y)[0].backward()
@@ -355,7 +367,7 @@ def _train(config: TrainConfig, out: Path, data_root: str | None, init_dir: str 
                              wall_before + time.perf_counter() - t_start, device, started)
     bar.close()
 
-    metrics: dict[str, float] = {}
+    metrics = {}
     if status == "running":
         metrics = _final_metrics(model, log[-1], train_eval_loader(config, data, device))
         status = "ok" if metrics else "diverged"

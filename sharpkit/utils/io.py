@@ -168,7 +168,9 @@ def check_writable(folder: str | os.PathLike, what: str, fix: str) -> None:
                                                       f"into {folder}: {fix}.")
     if not os.access(target, os.W_OK | os.X_OK):
         code = errno.EROFS if _read_only_mount(target) else errno.EACCES
-        raise _why_unwritable(OSError(code, os.strerror(code)), target, what, fix)
+        unwritable = _why_unwritable(OSError(code, os.strerror(code)), target, what, fix)
+        assert unwritable is not None  # EROFS and EACCES are both in _READ_ONLY
+        raise unwritable
     try:
         _probe_write(target)
     except OSError as error:

@@ -91,7 +91,8 @@ def folder_lock(folder: str | os.PathLike, what: str = "work in this folder", wa
     """
     folder = Path(folder)
     if fcntl is None:
-        warnings.warn("sharpkit cannot lock folders on this system: do not run two sweeps on one store at once.")
+        warnings.warn("sharpkit cannot lock folders on this system: do not run two sweeps on one store at once.",
+                      stacklevel=1)
         yield
         return
     deadline = time.monotonic() + wait_s

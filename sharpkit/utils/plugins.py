@@ -88,7 +88,8 @@ def _import_file(path: str) -> ModuleType:
     name = file.stem
     loaded = sys.modules.get(name)
     if loaded is not None:
-        if getattr(loaded, "__file__", None) and Path(loaded.__file__).resolve() == file:
+        loaded_file = getattr(loaded, "__file__", None)
+        if loaded_file and Path(loaded_file).resolve() == file:
             return loaded
         raise ImportError(f"another module named {name!r} is already imported (from "
                           f"{getattr(loaded, '__file__', 'built in')}); rename {file.name}")

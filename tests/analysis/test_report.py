@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from sharpkit.run.controls import CONTROLS, PAPER_CONTROLS
 from sharpkit.analysis.report import (
     EVALUATION_METRICS,
     SHARPNESS_METRICS,
@@ -27,6 +26,7 @@ from sharpkit.analysis.report import (
     results_table,
     with_errors,
 )
+from sharpkit.run.controls import CONTROLS, PAPER_CONTROLS
 
 SEEDS = 6
 # The paper's seven columns, in its order (sharpkit's tables add the fit first and the clean SAM sharpness
@@ -361,7 +361,7 @@ def test_asymmetry_curves_groups_the_stored_curves_by_control(tmp_path):
 
     stored = {"r1": ("baseline", [-1.0, 0.0, 1.0], [0.3, 0.0, 0.1]), "r2": ("fam", [-1.0, 0.0, 1.0], [0.2, 0.0, 0.2]),
               "r3": ("baseline", [-1.0, 0.0, 1.0], [0.5, 0.0, 0.4]), "r4": ("fam", None, None)}
-    for run_id, (control, alphas, losses) in stored.items():
+    for run_id, (_control, alphas, losses) in stored.items():
         details = {} if alphas is None else {"asymmetry_factor": {"curve_alphas": alphas, "curve_losses": losses}}
         folder = tmp_path / "prof" / "runs" / run_id
         folder.mkdir(parents=True)
@@ -375,8 +375,8 @@ def test_asymmetry_curves_groups_the_stored_curves_by_control(tmp_path):
 
 
 def test_every_measure_error_and_control_has_a_display_label():
-    from sharpkit.run.evaluate import BEYOND_METRICS
     from sharpkit.analysis.report import DISPLAY_LABELS, ERROR_EVALUATIONS
+    from sharpkit.run.evaluate import BEYOND_METRICS
 
     assert set(TABLE_METRICS) | set(BEYOND_METRICS) | set(ERROR_EVALUATIONS) | set(CONTROLS) <= set(DISPLAY_LABELS)
     errors = with_errors(pd.DataFrame({"test_accuracy": [0.5], "corruption_accuracy": [50.0], "test_ece": [0.1],

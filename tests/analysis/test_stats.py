@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from sharpkit.run.controls import PAPER_CONTROLS
 from sharpkit.analysis.stats import (
     ALTERNATIVES,
     control_tests,
@@ -18,6 +17,7 @@ from sharpkit.analysis.stats import (
     paired_wilcoxon,
     rank_biserial,
 )
+from sharpkit.run.controls import PAPER_CONTROLS
 
 METRICS = ("test_accuracy", "test_ece", "corruption_accuracy", "prediction_disagreement",
            "fisher_rao_norm", "sam_sharpness", "relative_flatness", "generalization_gap")

@@ -12,8 +12,8 @@ jupytext = pytest.importorskip("jupytext", reason="the book extra is not install
 nbformat = pytest.importorskip("nbformat", reason="the book extra is not installed: pip install -e '.[book]'")
 yaml = pytest.importorskip("yaml", reason="the book extra is not installed: pip install -e '.[book]'")
 
-from sharpkit.experiments.profiles import get_profile  # noqa: E402
 from sharpkit.analysis.report import paper_dataset, paper_tables_index  # noqa: E402
+from sharpkit.experiments.profiles import get_profile  # noqa: E402
 
 REGENERATE = ("python scripts/build_book.py --profile smoke --results tests/book/results "
               "--execute-into tests/book/executed")
@@ -64,7 +64,9 @@ def test_one_table_page_per_paper_table_with_the_datasets_of_the_profile(build_b
     pages = {p.name: p for p in build_book.book_pages("digits-mini", "results")}
     for n, (arch, dataset) in paper_tables_index().items():
         page = pages[f"table-{n}"]
-        assert page.source == "table" and page.title.startswith(f"Table {n}: ")
+        # A table whose experiment the profile lacks is the page without runs of ours.
+        assert page.source == ("table" if dataset == "cifar10" else "table_nodata")
+        assert page.title.startswith(f"Table {n}: ")
         assert page.parameters["arch"] == arch
         # digits stands in for CIFAR-10; the other datasets have no experiment in digits-mini.
         assert page.parameters["dataset"] == ("digits" if dataset == "cifar10" else dataset)
@@ -72,6 +74,8 @@ def test_one_table_page_per_paper_table_with_the_datasets_of_the_profile(build_b
     cifar_pages = {p.name: p for p in build_book.book_pages("cifar10-mini", "results")}
     assert cifar_pages["table-4"].parameters["dataset"] == "npz:../shared/data/cifar10-jpeg-20k.npz"
     assert cifar_pages["table-5"].parameters["dataset"] == "cifar100"
+    paper_pages = {p.name: p for p in build_book.book_pages("paper", "results")}
+    assert {p.source for n, p in paper_pages.items() if n.startswith("table-")} == {"table"}
 
 
 def test_the_profile_is_cifar10_mini_only_when_its_results_are_stored(build_book, tmp_path):
@@ -143,3 +147,29 @@ def test_every_table_page_with_runs_shows_the_training_accuracy_column(page):
     if "No stored runs of" in outputs:
         return
     assert "<th>Train Accuracy (eval)</th>" in outputs, page
+
+
+def test_hide_machinery_tags_the_parameters_and_injected_cells_only(build_book, tmp_path):
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# Title"),
+        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("x = 2", metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("print(x)", metadata={"tags": ["remove-input"]}),
+    ])
+    path = tmp_path / "page.ipynb"
+    nbformat.write(notebook, path)
+    build_book.hide_machinery(path)
+    build_book.hide_machinery(path)  # idempotent
+    tags = [c.metadata.get("tags", []) for c in nbformat.read(path, as_version=4).cells]
+    assert tags == [[], ["parameters", "remove-cell"], ["injected-parameters", "remove-cell"], ["remove-input"]]
+
+
+def test_every_notebook_hides_its_parameters_and_imports():
+    """The first screen of a page is its title and results: the parameters cell and the cell of imports
+    and loading are removed from the rendered page (tags in the source)."""
+    for path in sorted((ROOT / "notebooks").glob("*.md")):
+        cells = [c for c in jupytext.read(path).cells if c.cell_type == "code"]
+        parameters = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(parameters) == 1 and "remove-cell" in parameters[0].metadata["tags"], path.name
+        imports = [c for c in cells if c.source.lstrip().startswith(("from ", "import "))]
+        assert imports and all("remove-cell" in c.metadata.get("tags", []) for c in imports), path.name

@@ -31,8 +31,8 @@ def test_changing_the_arch_parameter_changes_the_table(build_book, tmp_path, mon
     assert resnet.metadata["papermill"]["parameters"]["arch"] == "resnet18"
     assert vgg.metadata["papermill"]["parameters"]["arch"] == "vgg19"
     resnet_text, vgg_text = checked_output(resnet), checked_output(vgg)
-    assert "Ours (smoke): resnet18 on digits" in resnet_text and "vgg19" not in resnet_text
-    assert "Ours (smoke): vgg19 on digits" in vgg_text and "resnet18" not in vgg_text
+    assert "Ours (Smoke test): ResNet-18 on Digits" in resnet_text and "VGG-19" not in resnet_text
+    assert "Ours (Smoke test): VGG-19 on Digits" in vgg_text and "ResNet-18" not in vgg_text
     assert resnet_text.split("\n", 1)[1] != vgg_text.split("\n", 1)[1]  # the numbers, not only the title
 
 
@@ -55,7 +55,7 @@ def test_the_result_pages_run_on_a_partly_finished_sweep(build_book, tmp_path, m
              build_book.Page("table", "table", {"arch": "resnet18", "dataset": "digits", **common})]
     kendall, report, table = (nbformat.read(path, as_version=4)
                               for path in build_book.execute_pages(pages, tmp_path / "out", ROOT, jobs=2))
-    assert "Ours (smoke): resnet18 on digits" in checked_output(table)
+    assert "Ours (Smoke test): ResNet-18 on Digits" in checked_output(table)
     taus = checked_output(kendall)
     assert "vgg19" in taus and "resnet18" not in taus  # one ResNet-18 model has no rank correlation
     assert "smoke" in checked_output(report)

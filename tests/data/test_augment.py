@@ -53,16 +53,19 @@ def test_random_resized_crop_matches_torchvision_crop_and_resize():
     # With scale fixed at 1/4 and ratio 1 the crop is 32x32; find its offset by exhaustive search.
     for i in range(len(x)):
         best = min(
-            ((TF.resized_crop(x[i].float(), t, l, 32, 32, [64, 64], antialias=False) - out[i])[:, 1:-1, 1:-1].abs().max().item(), t, l)
-            for t in range(33) for l in range(33)
+            ((TF.resized_crop(x[i].float(), top, left, 32, 32, [64, 64], antialias=False) - out[i])
+             [:, 1:-1, 1:-1].abs().max().item(), top, left)
+            for top in range(33) for left in range(33)
         )
         assert best[0] < 1e-3, f"image {i}: no 32x32 crop reproduces the output (best max abs diff {best[0]:.2f})"
 
 
 def test_augmentations_are_deterministic_per_generator_seed():
     x = _images()
-    a = random_horizontal_flip(random_crop(x, 4, 128, torch.Generator().manual_seed(9)), torch.Generator().manual_seed(9))
-    b = random_horizontal_flip(random_crop(x, 4, 128, torch.Generator().manual_seed(9)), torch.Generator().manual_seed(9))
+    a = random_horizontal_flip(random_crop(x, 4, 128, torch.Generator().manual_seed(9)),
+                               torch.Generator().manual_seed(9))
+    b = random_horizontal_flip(random_crop(x, 4, 128, torch.Generator().manual_seed(9)),
+                               torch.Generator().manual_seed(9))
     assert torch.equal(a, b)
 
 

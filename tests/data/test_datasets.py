@@ -650,6 +650,22 @@ def test_sets_written_by_sharpkit_corruptions_load(tmp_path):
     assert not torch.equal(result.split("brightness", 5)[0], images)
 
 
+def test_load_clean_and_load_corrupted_accept_only_their_kind(tmp_path):
+    from sharpkit.data import load_clean, load_corrupted
+    from sharpkit.data.corruptions import write_corrupted_npy
+
+    clean = ds.load_digits()
+    write_corrupted_npy(clean.x_test[:4], clean.y_test[:4], tmp_path / "gen", corruptions=["brightness"],
+                        progress=False)
+    corrupted_name = f"cifar10-c:{tmp_path / 'gen'}"
+    assert isinstance(load_clean("digits"), ds.ImageDataset)
+    assert isinstance(load_corrupted(corrupted_name), ds.CorruptedImageDataset)
+    with pytest.raises(ValueError, match="which is a corrupted test set"):
+        load_clean(corrupted_name)
+    with pytest.raises(ValueError, match="'digits', which is a clean dataset"):
+        load_corrupted("digits")
+
+
 def test_missing_cifar_c_says_where(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         load_dataset("cifar10-c", root=tmp_path)
@@ -763,7 +779,7 @@ def test_npz_that_is_damaged_or_no_npz_gets_our_message_not_numpys(tmp_path):
         "changed.npz": (blob[:200] + bytes([blob[200] ^ 0xFF]) + blob[201:], "is a damaged .npz file"),
         "text.npz": (b"x_train,y_train\n1,2\n", "but it is not a zip archive"),
     }
-    for name, (content, expected) in cases.items():
+    for name, (content, _) in cases.items():
         (tmp_path / name).write_bytes(content)
     np.save(tmp_path / "single.npy", np.zeros(3, np.uint8))
     cases["single.npy"] = (None, "but it is a single .npy array")

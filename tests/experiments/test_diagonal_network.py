@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from sharpkit.analysis.diagonal_network import measure_taus
 from sharpkit.cli import main
 from sharpkit.experiments.diagonal_network import (
     DiagonalNetworkSettings,
@@ -15,7 +16,6 @@ from sharpkit.experiments.diagonal_network import (
     diagonal_network_measures,
     train_diagonal_networks,
 )
-from sharpkit.analysis.diagonal_network import measure_taus
 
 
 def _random_point(n=7, d=5, seed=0):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sharpkit.run.controls import get_control
 from sharpkit.experiments.profiles import get_profile
+from sharpkit.run.controls import get_control
 
 REPO = Path(__file__).resolve().parents[2]
 STORE = REPO / "results" / "cifar10-minima"

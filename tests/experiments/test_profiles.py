@@ -5,8 +5,7 @@ import tomllib
 
 import pytest
 
-from sharpkit.experiments.profiles import (PROFILE_FILE_EXAMPLE, PROFILES, Profile, ProfileError,
-                                           load_profile_file)
+from sharpkit.experiments.profiles import PROFILE_FILE_EXAMPLE, PROFILES, Profile, ProfileError, load_profile_file
 
 
 @pytest.mark.parametrize("name", list(PROFILES))

@@ -44,7 +44,8 @@ def _stable(record):
 
 
 def _records(root):
-    return {p.parent.name: _stable(json.loads(p.read_text())) for p in sorted(Path(root).glob("micro/runs/*/result.json"))}
+    return {p.parent.name: _stable(json.loads(p.read_text()))
+            for p in sorted(Path(root).glob("micro/runs/*/result.json"))}
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +259,6 @@ def test_verify_detects_a_changed_metric(reference, tmp_path):
     import shutil
 
     from sharpkit.experiments.sweep import verify
-
     from sharpkit.utils.io import sign_record
 
     shutil.copytree(reference, tmp_path / "results")
@@ -277,7 +277,10 @@ def test_two_local_workers_give_bit_identical_results_to_one(reference, tmp_path
                     log=lambda *_: None)
     assert len(summary.ran) == 4
     assert _records(tmp_path / "results") == _records(reference)
-    cells = lambda root: {p.name: p.read_bytes() for p in sorted(Path(root).glob("micro/cells/*.json"))}
+
+    def cells(root):
+        return {p.name: p.read_bytes() for p in sorted(Path(root).glob("micro/cells/*.json"))}
+
     assert cells(tmp_path / "results") == cells(reference)
     assert load_sweep_info(tmp_path / "results", "micro")["threads_per_run"] == 1
 
@@ -508,7 +511,8 @@ def test_dry_run_cost_model_counts_test_passes_and_evaluation_and_splits_over_wo
     for numbers in (one, two):
         assert numbers["estimated_seconds"] > 0 and numbers["estimated_eval_seconds"] > 0
     assert one["estimated_wall_seconds"] == pytest.approx(one["estimated_seconds"] + one["estimated_eval_seconds"])
-    assert two["estimated_wall_seconds"] == pytest.approx((two["estimated_seconds"] + two["estimated_eval_seconds"]) / 2)
+    assert two["estimated_wall_seconds"] == pytest.approx(
+        (two["estimated_seconds"] + two["estimated_eval_seconds"]) / 2)
 
 
 def test_two_concurrent_sweeps_on_one_store_do_every_run_once(reference, tmp_path):

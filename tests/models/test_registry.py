@@ -10,8 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sharpkit.models import build_model, count_parameters, list_models, model_knobs, register_model
-from sharpkit.models import registry
+from sharpkit.models import build_model, count_parameters, list_models, model_knobs, register_model, registry
 
 from ._helpers import INPUT_SIDE, NUM_CLASSES, SMALL_SIZES, build_small
 

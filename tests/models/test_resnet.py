@@ -18,7 +18,7 @@ def _paper_resnet18_parameters(num_classes: int) -> int:
     total = stem
     in_ch = 64
     for out_ch in (64, 128, 256, 512):
-        for block in range(2):
+        for _block in range(2):
             total += in_ch * out_ch * 9 + 2 * out_ch + out_ch * out_ch * 9 + 2 * out_ch
             if in_ch != out_ch:
                 total += in_ch * out_ch + 2 * out_ch

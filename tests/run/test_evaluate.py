@@ -7,9 +7,16 @@ import torch
 
 from sharpkit import metrics as M
 from sharpkit.cli import main
-from sharpkit.run.config import make_train_config
 from sharpkit.data import DeviceLoader, derived_generator, load_dataset, subset_indices
-from sharpkit.run.evaluate import BEYOND_METRICS, EvalSettings, decode_predictions, encode_predictions, evaluate_run, load_run
+from sharpkit.run.config import make_train_config
+from sharpkit.run.evaluate import (
+    BEYOND_METRICS,
+    EvalSettings,
+    decode_predictions,
+    encode_predictions,
+    evaluate_run,
+    load_run,
+)
 from sharpkit.run.train import train
 
 

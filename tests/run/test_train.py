@@ -5,13 +5,13 @@ import pytest
 import torch
 
 import sharpkit.run.train as train_module
-from sharpkit.run.config import TrainConfig, make_train_config
-from sharpkit.run.controls import CONTROLS
 from sharpkit.data import ImageDataset, load_dataset
-from sharpkit.utils.io import load_torch
 from sharpkit.models import build_model
 from sharpkit.optim import ASAM, SAM, AverageSAM, fam_loss
+from sharpkit.run.config import TrainConfig, make_train_config
+from sharpkit.run.controls import CONTROLS
 from sharpkit.run.train import build_loaders, initial_state, train
+from sharpkit.utils.io import load_torch
 
 SIZE = {"width": 4}
 
@@ -106,8 +106,10 @@ def test_outputs_checkpoint_log_and_result_with_provenance(digits, tmp_path):
 
 
 def test_same_config_and_seed_give_identical_results(digits, tmp_path):
-    a = train(_config("augmentation", epochs=1), tmp_path / "a", dataset=digits, progress=False, init_dir=tmp_path / "ia")
-    b = train(_config("augmentation", epochs=1), tmp_path / "b", dataset=digits, progress=False, init_dir=tmp_path / "ib")
+    a = train(_config("augmentation", epochs=1), tmp_path / "a", dataset=digits, progress=False,
+              init_dir=tmp_path / "ia")
+    b = train(_config("augmentation", epochs=1), tmp_path / "b", dataset=digits, progress=False,
+              init_dir=tmp_path / "ib")
     assert a.metrics == b.metrics
 
 
@@ -376,8 +378,8 @@ def test_a_second_training_into_a_busy_folder_refuses(digits, tmp_path):
     import textwrap
     import time
 
-    from sharpkit.utils.locks import BusyError
     from sharpkit.run.train import TRAIN_LOCK
+    from sharpkit.utils.locks import BusyError
 
     out = tmp_path / "run"
     ready = tmp_path / "held"

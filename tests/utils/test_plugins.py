@@ -76,7 +76,8 @@ def test_a_module_that_is_not_there_is_named_with_the_fix(module_dir):
 def test_a_module_that_fails_while_importing_is_named_with_its_error_and_line(module_dir):
     (module_dir / "skplug_broken.py").write_text("import os\nraise RuntimeError('no GPU here')\n")
     with pytest.raises(PluginError, match=r"'skplug_broken' \(from \$SHARPKIT_IMPORT\): RuntimeError: no GPU here\. "
-                                          r"The module was found but failed while importing \(at .*skplug_broken\.py:2\)"):
+                                          r"The module was found but failed while importing "
+                                          r"\(at .*skplug_broken\.py:2\)"):
         import_plugin("skplug_broken", source=f"${IMPORT_ENV}")
     (module_dir / "skplug_dep.py").write_text("import skplug_not_installed\n")
     with pytest.raises(PluginError, match=r"'skplug_dep'.*No module named 'skplug_not_installed'\. The module was "
