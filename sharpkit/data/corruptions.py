@@ -65,7 +65,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -74,7 +73,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from sharpkit.utils.io import TEMP_SUFFIX, remove_stale_temp_files, temp_prefix
+from sharpkit.utils.io import atomic_path, remove_stale_temp_files, write_text
 from sharpkit.utils.validation import check_positive
 
 CIFAR_C_CORRUPTIONS: tuple[str, ...] = (
@@ -752,40 +751,19 @@ def _sharpkit_version() -> str | None:
         return None
 
 
-def _temp_file(path: str) -> tuple[int, str]:
-    """A temporary file beside ``path``, named with this process (see :mod:`sharpkit.utils.io`), so that one
-    left by a killed writer is removed by the next."""
-    return tempfile.mkstemp(dir=os.path.dirname(path), prefix=temp_prefix(os.path.basename(path)),
-                            suffix=TEMP_SUFFIX)
-
-
 def _atomic_json(path: str, payload: dict) -> None:
-    fd, tmp = _temp_file(path)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    # json.dump's exact bytes (indent 2, unsorted), through the package's one atomic writer.
+    write_text(path, json.dumps(payload, indent=2))
 
 
 def _atomic_npy(path: str, shape: tuple[int, ...], dtype: npt.DTypeLike, fill: Callable[[np.ndarray], None]) -> None:
     """Create ``path`` as a .npy of ``shape``: ``fill`` writes a memory map of a temporary file in
     the same folder, which then replaces ``path`` (readers never see a half-written file)."""
-    fd, tmp = _temp_file(path)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
         fill(array)
         array.flush()
         del array
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def write_corrupted_npy(

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..utils.io import TEMP_SUFFIX, remove_stale_temp_files, temp_prefix
+from ..utils.io import TEMP_SUFFIX, atomic_path, remove_stale_temp_files
 from ..utils.validation import check_choice
 from .base import (
     CIFAR_MEAN,
@@ -733,13 +733,11 @@ def _read_tiny_cache(path: Path, wnids: Sequence[str], fingerprint: str) -> _Tin
 def _write_tiny_cache(
     path: Path, arrays: _TinyArrays, wnids: Sequence[str], fingerprint: str
 ) -> None:
-    # Write to a temporary name and rename, so an interrupted run never leaves a half cache; the name
-    # says which process writes it, so that one left by a killed process is removed here next time.
-    temporary = path.with_name(f"{temp_prefix(path.name)}npz{TEMP_SUFFIX}")
+    # Through the package's one atomic writer: an interrupted run never leaves a half cache, and a
+    # temporary file left by a killed writer is removed next time.
     try:
-        remove_stale_temp_files(path.parent, pattern=f".{path.name}.*{TEMP_SUFFIX}")
         remove_stale_temp_files(path.parent, pattern=f"{path.name}.*{TEMP_SUFFIX}")  # named as before
-        with open(temporary, "wb") as f:
+        with atomic_path(path) as temporary, open(temporary, "wb") as f:
             np.savez(
                 f,
                 version=np.int64(_TINY_CACHE_VERSION),
@@ -750,9 +748,7 @@ def _write_tiny_cache(
                 x_test=arrays.x_test,
                 y_test=arrays.y_test,
             )
-        os.replace(temporary, path)
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         warnings.warn(
             f"Could not write the TinyImageNet cache {path} ({exc}); the JPEGs will be decoded "
             f"again next time.",

@@ -12,6 +12,7 @@ writer (:func:`sign_record`), so that a value edited by hand is found (:func:`di
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import glob
 import hashlib
@@ -23,8 +24,9 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -198,22 +200,28 @@ def _probe_write(folder: Path) -> None:
         os.unlink(tmp)
 
 
-def _atomic(path: Path, write) -> None:
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """The one atomic writer of sharpkit: yields a temporary file beside ``path`` (named with this process,
+    :func:`temp_prefix`), which replaces ``path`` when the block ends normally and is removed otherwise, so a
+    reader never sees a half-written file. Temporary files a killed writer of the same file left are removed
+    first; a read-only folder or a full disk raises :class:`NotWritableError` naming the fix. For writers
+    that need a path (``np.lib.format.open_memmap``); :func:`write_json`, :func:`write_text` and
+    :func:`save_torch` write through it."""
+    path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # the temporary files a killed writer of this same file left
         remove_stale_temp_files(path.parent, pattern=f".{glob.escape(path.name)}.*{TEMP_SUFFIX}")
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=TEMP_SUFFIX)
+        os.close(fd)
     except OSError as error:
         known = _why_unwritable(error, path)
         if known is None:
             raise
         raise known from error
     try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
@@ -221,6 +229,14 @@ def _atomic(path: Path, write) -> None:
         if known is None:
             raise
         raise known from error
+
+
+def _atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write ``path`` atomically through ``write(handle)`` on a binary handle, synced to disk first."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

@@ -174,3 +174,23 @@ def test_a_record_that_is_no_object_is_named_with_the_fix(tmp_path):
         with pytest.raises(DamagedFileError, match=found) as error:
             read_json_object(path, "Train it again.")
         assert str(path) in str(error.value) and "Train it again." in str(error.value)
+
+
+def test_atomic_path_replaces_only_on_success_and_leaves_no_temporary_file(tmp_path):
+    import numpy as np
+
+    from sharpkit.utils.io import atomic_path
+
+    target = tmp_path / "a.npy"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with atomic_path(target) as tmp:
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(4,))
+            raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]
+    with atomic_path(target) as tmp:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(4,))
+        array[:] = 7
+        array.flush()
+        del array
+    assert np.load(target).tolist() == [7, 7, 7, 7] and sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]
