@@ -58,16 +58,11 @@ def test_a_hand_edited_metric_is_named_and_an_unsigned_record_stays_valid(tmp_pa
         validate_run_record([], path)
 
 
-def test_a_read_only_or_full_store_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+def test_a_read_only_or_full_store_is_refused_before_anything_is_written(tmp_path, monkeypatch, make_read_only):
     results = tmp_path / "results"
     results.mkdir()
     store = ResultStore(results, PROFILE, cache_dir=tmp_path / "cache")
-    if os.geteuid() != 0:
-        results.chmod(0o555)
-    else:  # root writes through modes: the system answers "no write access" instead
-        real = os.access
-        monkeypatch.setattr(os, "access", lambda p, m, *a, **k: False if str(p).startswith(str(results))
-                            else real(p, m, *a, **k))
+    make_read_only(results)
     try:
         with pytest.raises(NotWritableError) as error:
             store.open(write=True)
@@ -75,7 +70,7 @@ def test_a_read_only_or_full_store_is_refused_before_anything_is_written(tmp_pat
         assert "read-only" in message and str(results) in message and "--results" in message
         assert "nothing was run" in message
     finally:
-        results.chmod(0o755)
+        make_read_only.restore()
     monkeypatch.undo()
     assert not store.sweep_file.exists()
 
@@ -160,54 +155,33 @@ def test_entries_of_killed_invocations_are_marked_killed_and_live_ones_kept(tmp_
     assert f"pid {child.pid}" in messages[0] and "13 s" in messages[0] and "marked killed" in messages[0]
 
 
-def test_a_dead_pid_on_this_machine_is_killed_even_while_another_sweep_runs(tmp_path):
+def test_a_dead_pid_on_this_machine_is_killed_even_while_another_sweep_runs(tmp_path, lock_held_elsewhere):
     store = ResultStore(tmp_path / "results", PROFILE, cache_dir=tmp_path / "cache")
     dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                               text=True, check=True).stdout)
     here, elsewhere = socket.gethostname(), "another-machine"
     _write_sweeps(store, [_entry(pid=dead, host=here), _entry(pid=dead, host=elsewhere),
                           _entry(status="finished", pid=dead, host=here)])
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import time
-        from sharpkit.utils.locks import shared_lock
-        with shared_lock({str(store.root)!r}, {SWEEP_LOCK!r}):
-            print("held", flush=True)
-            time.sleep(120)
-    """)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere("shared_lock", store.root, SWEEP_LOCK):
         with store.sweep_session(log=lambda *_: None):
             pass
         # dead here: killed; on another machine its pid cannot be asked while a sweep holds the lock
         assert [e["status"] for e in _sweeps(store)] == ["killed", "running", "finished"]
-    finally:
-        holder.kill()
-        holder.wait()
     with store.sweep_session(log=lambda *_: None):  # no live sweep at all: every running entry is gone
         pass
     assert [e["status"] for e in _sweeps(store)] == ["killed", "killed", "finished"]
 
 
-def test_an_old_entry_without_pid_is_marked_killed_only_when_no_process_holds_a_lock_of_the_store(tmp_path):
+def test_an_old_entry_without_pid_is_marked_killed_only_when_no_process_holds_a_lock_of_the_store(tmp_path,
+                                                                                                  lock_held_elsewhere):
     store = ResultStore(tmp_path / "results", PROFILE, cache_dir=tmp_path / "cache")
     (spec,) = PROFILE.runs()
     _write_sweeps(store, [_entry()])
     run_folder = store.result_path(spec).parent
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import time
-        from sharpkit.utils.locks import folder_lock
-        with folder_lock({str(run_folder)!r}):
-            print("held", flush=True)
-            time.sleep(120)
-    """)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere("folder_lock", run_folder):
         with store.sweep_session(log=lambda *_: None):
             pass
         assert _sweeps(store)[0]["status"] == "running"  # something still runs a run of this store
-    finally:
-        holder.kill()
-        holder.wait()
     with store.sweep_session(log=lambda *_: None):
         pass
     assert _sweeps(store)[0]["status"] == "killed" and _sweeps(store)[0]["wall_time_s"] == 3600.0

@@ -150,7 +150,7 @@ def test_stored_records_are_signed_and_a_hand_edited_metric_is_named(reference, 
     assert str(paths[0]) in str(error.value) and "edited by hand" in str(error.value)
 
 
-def test_a_read_only_results_folder_is_reported_before_any_run(tmp_path, monkeypatch):
+def test_a_read_only_results_folder_is_reported_before_any_run(tmp_path, monkeypatch, make_read_only):
     import sharpkit.experiments.sweep as sweep_module
     from sharpkit.cli import main
 
@@ -160,12 +160,7 @@ def test_a_read_only_results_folder_is_reported_before_any_run(tmp_path, monkeyp
     monkeypatch.setattr(sweep_module, "run_one", no_run)
     results = tmp_path / "results"
     results.mkdir()
-    if os.geteuid() != 0:
-        results.chmod(0o555)
-    else:  # root writes through modes: the system answers "no write access" instead
-        real = os.access
-        monkeypatch.setattr(os, "access", lambda p, m, *a, **k: False if str(p).startswith(str(results))
-                            else real(p, m, *a, **k))
+    make_read_only(results)
     try:
         with pytest.raises(OSError, match="read-only") as error:
             sweep(micro_profile(), results, cache_dir=tmp_path / "cache", progress=False, log=lambda *_: None)
@@ -173,7 +168,7 @@ def test_a_read_only_results_folder_is_reported_before_any_run(tmp_path, monkeyp
         assert main(["sweep", "--profile", "digits-mini", "--results", str(results), "--cache",
                      str(tmp_path / "cache"), "--no-progress"]) == 2  # the message, not a traceback
     finally:
-        results.chmod(0o755)
+        make_read_only.restore()
     assert list(results.iterdir()) == []
 
 

@@ -256,9 +256,8 @@ def test_generated_corruptions_go_to_sharpkit_cache_unless_a_folder_is_given(tin
 
 
 def test_a_read_only_run_folder_or_cache_or_a_full_disk_is_reported_before_any_metric(tiny_run, digits, tmp_path,
-                                                                                     monkeypatch):
+                                                                                     monkeypatch, make_read_only):
     import errno
-    import os
 
     from sharpkit.utils import io
     from sharpkit.utils.io import NotWritableError
@@ -270,34 +269,23 @@ def test_a_read_only_run_folder_or_cache_or_a_full_disk_is_reported_before_any_m
         raise AssertionError("a metric was computed before the check")
 
     monkeypatch.setattr(M, "predict", no_metric)
-    real = os.access
-
-    def read_only(folder):
-        if os.geteuid() != 0:
-            folder.chmod(0o555)
-        else:  # root writes through modes: the system answers "no write access" instead
-            monkeypatch.setattr(os, "access", lambda p, m, *a, **k: False if str(p).startswith(str(folder))
-                                else real(p, m, *a, **k))
-
-    read_only(run)
+    make_read_only(run)
     try:
         with pytest.raises(NotWritableError) as error:
             evaluate_run(run, SMALL, dataset=digits, progress=False, cache_dir=tmp_path / "cache")
     finally:
-        run.chmod(0o755)
-        monkeypatch.setattr(os, "access", real)
+        make_read_only.restore()
     message = str(error.value)
     assert "read-only" in message and str(run) in message and "nothing was computed" in message
 
     cache = tmp_path / "cache"
     cache.mkdir()
-    read_only(cache)
+    make_read_only(cache)
     try:
         with pytest.raises(NotWritableError, match="--corruption-cache") as error:
             evaluate_run(run, SMALL, dataset=digits, progress=False, cache_dir=cache)
     finally:
-        cache.chmod(0o755)
-        monkeypatch.setattr(os, "access", real)
+        make_read_only.restore()
     assert str(cache) in str(error.value)
 
     def full(*_):

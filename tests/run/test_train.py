@@ -370,33 +370,15 @@ def test_unknown_or_absent_devices_are_refused_with_the_allowed_forms(device, me
     assert train_module.resolve_device("cpu") == torch.device("cpu")
 
 
-def test_a_second_training_into_a_busy_folder_refuses(digits, tmp_path):
+def test_a_second_training_into_a_busy_folder_refuses(digits, tmp_path, lock_held_elsewhere):
     """Two processes training into one --out would overwrite each other's checkpoint: while one holds the
     folder (here a subprocess holding its lock), a second train() refuses, naming the holder."""
-    import subprocess
-    import sys
-    import textwrap
-    import time
 
     from sharpkit.run.train import TRAIN_LOCK
     from sharpkit.utils.locks import BusyError
 
     out = tmp_path / "run"
-    ready = tmp_path / "held"
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import pathlib, time
-        from sharpkit.utils.locks import folder_lock
-        with folder_lock({str(out)!r}, name={TRAIN_LOCK!r}):
-            pathlib.Path({str(ready)!r}).write_text("1")
-            time.sleep(60)
-    """)])
-    try:
-        deadline = time.time() + 60
-        while not ready.exists() and time.time() < deadline:
-            time.sleep(0.05)
+    with lock_held_elsewhere("folder_lock", out, TRAIN_LOCK) as holder:
         with pytest.raises(BusyError, match=f"process {holder.pid}"):
             train(_config("baseline", epochs=1), out, dataset=digits, progress=False)
-    finally:
-        holder.kill()
-        holder.wait()
     assert train(_config("baseline", epochs=1), out, dataset=digits, progress=False).status == "ok"

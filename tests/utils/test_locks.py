@@ -52,27 +52,13 @@ def test_waiting_for_a_brief_holder_and_independent_names(tmp_path):
     proc.wait()
 
 
-def test_a_shared_lock_is_seen_held_while_its_process_lives(tmp_path):
+def test_a_shared_lock_is_seen_held_while_its_process_lives(tmp_path, lock_held_elsewhere):
     from sharpkit.utils.locks import held_by_another, process_alive, shared_lock
 
     assert not held_by_another(tmp_path, ".sweep.lock")  # never taken: no file
-    ready = tmp_path / "held"
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import time, pathlib
-        from sharpkit.utils.locks import shared_lock
-        with shared_lock({str(tmp_path)!r}, ".sweep.lock"):
-            pathlib.Path({str(ready)!r}).write_text("1")
-            time.sleep(60)
-    """)])
-    try:
-        deadline = time.time() + 60
-        while not ready.exists() and time.time() < deadline:
-            time.sleep(0.05)
+    with lock_held_elsewhere("shared_lock", tmp_path, ".sweep.lock") as proc:
         assert held_by_another(tmp_path, ".sweep.lock") and process_alive(proc.pid)
         with shared_lock(tmp_path, ".sweep.lock"):  # shared: a second holder is welcome
             pass
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
     assert not held_by_another(tmp_path, ".sweep.lock") and not process_alive(proc.pid)
     assert process_alive(os.getpid()) and process_alive(proc.pid, host="another-machine")  # cannot tell: alive
