@@ -268,13 +268,18 @@ def _scale_facts(scale: str, runs: pd.DataFrame, planned: int | None) -> str:
     return "; ".join(parts)
 
 
+def _augmented(controls: pd.Series) -> pd.Series:
+    """Whether each control trains on augmented images (an unknown control: no)."""
+    from ..run.controls import CONTROLS
+
+    return controls.map(lambda c: CONTROLS[c].augmentation if c in CONTROLS else False).astype(bool)
+
+
 def _augmentation_note(part: pd.DataFrame) -> str | None:
     """When most cases that hold are the paper-convention SAM sharpness of an augmentation control, say so:
     that measurement re-draws the augmentations for every loss, so it is partly data noise."""
-    from ..run.controls import CONTROLS
-
     held = part[part["holds"].astype(bool)]
-    augmented = held["control"].map(lambda c: CONTROLS[c].augmentation if c in CONTROLS else False).astype(bool)
+    augmented = _augmented(held["control"])
     artefact = int(((held["metric"] == "sam_sharpness") & augmented).sum())
     if len(held) and 2 * artefact >= len(held):
         return (f"{artefact} of the {len(held)} cases that hold are the paper-convention SAM sharpness of an "
@@ -291,7 +296,7 @@ def _best_note(part: pd.DataFrame, runs: pd.DataFrame) -> str | None:
     if regime(runs) != "at a minimum":  # early training: no control is at a minimum, nothing to tell apart
         return None
     best = part[part["claim"] == "best_is_sharper"].drop_duplicates(["arch", "dataset", "evaluation"])
-    augmented = best["control"].map(lambda c: CONTROLS[c].augmentation if c in CONTROLS else False).astype(bool)
+    augmented = _augmented(best["control"])
     if not len(best) or 2 * int(augmented.sum()) < len(best):
         return None
     controls = sorted(set(best.loc[augmented, "control"]), key=list(CONTROLS).index)
