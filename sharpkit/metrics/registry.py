@@ -148,6 +148,12 @@ class MetricInfo:
         return _FULL_SCALE.get(self.unit) if self.unit is not None else None
 
 
+def _beyond(name: str, description: str, title: str, function: str, kind: str) -> MetricInfo:
+    """A measure beyond the paper: requestable, its own BY family, "greater" = sharper."""
+    return MetricInfo(name, "beyond", description, title=title, alternative="greater", family="beyond",
+                      requestable=True, function=function, kind=kind)
+
+
 def _register(*records: MetricInfo) -> Mapping[str, MetricInfo]:
     registry: dict[str, MetricInfo] = {}
     for record in records:
@@ -204,27 +210,20 @@ REGISTRY: Mapping[str, MetricInfo] = _register(
                alternative="less", unit="fraction", requestable=True, function="generalization_gap"),
     # Beyond the paper, "greater" = sharper (more symmetric, for the asymmetry factor): the direction the paper's
     # claim is about.
-    MetricInfo("adaptive_average_sharpness", "beyond", "Adaptive average-case m-sharpness (Andriushchenko et al. "
-               "2023).", title="Adaptive avg. sharpness", alternative="greater", family="beyond", requestable=True,
-               function="adaptive_sharpness", kind="perturbation"),
-    MetricInfo("adaptive_worst_sharpness", "beyond", "Adaptive worst-case m-sharpness (Auto-PGD in an adaptive "
-               "linf ball).", title="Adaptive worst sharpness", alternative="greater", family="beyond",
-               requestable=True, function="adaptive_sharpness", kind="perturbation"),
-    MetricInfo("worst_sharpness", "beyond", "Standard (non-adaptive) worst-case m-sharpness.",
-               title="Worst-case sharpness", alternative="greater", family="beyond", requestable=True,
-               function="adaptive_sharpness", kind="perturbation"),
-    MetricInfo("hessian_trace", "beyond", "Hutchinson estimate of the trace of the loss Hessian.",
-               title="Hessian trace", alternative="greater", family="beyond", requestable=True,
-               function="hessian_trace", kind="curvature"),
-    MetricInfo("adaptive_hessian_trace", "beyond", "Hessian trace with the adaptive scaling of the weights.",
-               title="Adaptive Hessian trace", alternative="greater", family="beyond", requestable=True,
-               function="hessian_trace", kind="curvature"),
-    MetricInfo("hessian_top_eigenvalue", "beyond", "The largest eigenvalue of the loss Hessian (Lanczos).",
-               title="Top Hessian eigenvalue", alternative="greater", family="beyond", requestable=True,
-               function="hessian_top_eigenvalues", kind="curvature"),
-    MetricInfo("asymmetry_factor", "beyond", "Asymmetry factor of the loss along filter-normalised directions "
-               "(Boca et al.).", title="Asymmetry factor", alternative="greater", family="beyond", requestable=True,
-               function="asymmetry_factor", kind="perturbation"),
+    _beyond("adaptive_average_sharpness", "Adaptive average-case m-sharpness (Andriushchenko et al. 2023).",
+            "Adaptive avg. sharpness", "adaptive_sharpness", "perturbation"),
+    _beyond("adaptive_worst_sharpness", "Adaptive worst-case m-sharpness (Auto-PGD in an adaptive linf ball).",
+            "Adaptive worst sharpness", "adaptive_sharpness", "perturbation"),
+    _beyond("worst_sharpness", "Standard (non-adaptive) worst-case m-sharpness.", "Worst-case sharpness",
+            "adaptive_sharpness", "perturbation"),
+    _beyond("hessian_trace", "Hutchinson estimate of the trace of the loss Hessian.", "Hessian trace",
+            "hessian_trace", "curvature"),
+    _beyond("adaptive_hessian_trace", "Hessian trace with the adaptive scaling of the weights.",
+            "Adaptive Hessian trace", "hessian_trace", "curvature"),
+    _beyond("hessian_top_eigenvalue", "The largest eigenvalue of the loss Hessian (Lanczos).",
+            "Top Hessian eigenvalue", "hessian_top_eigenvalues", "curvature"),
+    _beyond("asymmetry_factor", "Asymmetry factor of the loss along filter-normalised directions (Boca et al.).",
+            "Asymmetry factor", "asymmetry_factor", "perturbation"),
     MetricInfo("test_loss", "evaluation", "Cross-entropy on the test (sub)set at the trainer's last test pass.",
                better="lower", unit="nats"),
     MetricInfo("train_loss", "training", "Mean cross-entropy of the last epoch's batches, train mode (augmented, "
