@@ -25,7 +25,9 @@ from pathlib import Path
 
 from scipy import stats
 
+from sharpkit.experiments.layout import StoreLayout
 from sharpkit.experiments.profiles import get_profile
+from sharpkit.run.checkpoint import RESULT_FILE
 from sharpkit.run.train import train
 from sharpkit.utils.parallel import process_map
 
@@ -42,7 +44,7 @@ def trained(job: tuple) -> dict:
     spec = next(s for s in profile.runs()
                 if (s.config.arch, s.config.control, s.config.seed) == (arch, "baseline", seed))
     config = dataclasses.replace(spec.config, bf16=bf16)
-    stored = REPO / "results" / profile.name / "runs" / spec.run_id / "result.json"
+    stored = StoreLayout.of(REPO / "results", profile.name).result_file(spec.run_id)
     if config == spec.config and stored.exists():
         record = json.loads(stored.read_text())
         source = f"results/{profile.name}/runs/{spec.run_id}"
@@ -50,7 +52,7 @@ def trained(job: tuple) -> dict:
         out = Path(work) / spec.run_id / ("bf16" if bf16 else "fp32")
         # A finished training in the work folder is read back, not retrained (train() resumes).
         train(config, out, init_dir=Path(work) / "init", progress=False, device="cpu")
-        record = json.loads((out / "result.json").read_text())
+        record = json.loads((out / RESULT_FILE).read_text())
         source = str(out)
     metrics = record["metrics"]
     row = {"arch": arch, "seed": seed, "dtype": "bf16" if bf16 else "fp32", "test_accuracy": metrics["test_accuracy"],

@@ -37,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from sharpkit.data import ImageDataset, load_dataset
 from sharpkit.experiments.profiles import get_profile
 from sharpkit.models import build_model
+from sharpkit.run.checkpoint import read_log
 from sharpkit.run.train import _size_kwargs, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,7 +88,7 @@ def training_flops_per_image(config, data: ImageDataset, batch: int = 32) -> flo
 
 def sharpkit_images_per_s(config, data: ImageDataset, out: Path) -> float:
     result = train(config, out, init_dir=out.parent / "init", dataset=data, progress=False, device="cpu")
-    log = [json.loads(line) for line in (result.out_dir / "log.jsonl").read_text().splitlines()]
+    log = read_log(result.out_dir)
     return len(data.y_train) / log[-1]["train_seconds"]  # the last epoch: kernels built, caches warm
 
 

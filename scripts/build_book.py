@@ -93,15 +93,18 @@ def venv_tool(name: str) -> str:
 # 1-2. Profile and sweep
 # --------------------------------------------------------------------------------------------------
 def has_results(results: Path, profile: str) -> bool:
-    return (results / profile / "sweep.json").exists() and any((results / profile / "runs").glob("*/result.json"))
+    from sharpkit.experiments.layout import StoreLayout
+
+    return StoreLayout.of(results, profile).has_runs()
 
 
 def missing_runs(results: Path, profile: str) -> int:
     """How many runs of ``profile`` have no stored result under ``results``."""
+    from sharpkit.experiments.layout import StoreLayout
     from sharpkit.experiments.profiles import get_profile
 
-    return sum(not (results / profile / "runs" / spec.run_id / "result.json").exists()
-               for spec in get_profile(profile).runs())
+    layout = StoreLayout.of(results, profile)
+    return sum(not layout.result_file(spec.run_id).exists() for spec in get_profile(profile).runs())
 
 
 def choose_profile(requested: str | None, results: Path) -> str:

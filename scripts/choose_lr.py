@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sharpkit.data import ImageDataset, load_dataset, subset_indices
 from sharpkit.experiments.profiles import get_profile
+from sharpkit.run.checkpoint import read_log
 from sharpkit.run.train import train
 from sharpkit.utils.parallel import process_map
 
@@ -48,7 +49,7 @@ def probe(job: tuple) -> dict:
     config = dataclasses.replace(base, lr=rate, train_subset=None, test_subset=None)
     result = train(config, Path(tmp) / f"{arch}-{control}-{rate}", dataset=data, progress=False,
                    init_dir=Path(tmp) / "init")
-    log = [json.loads(line) for line in (result.out_dir / "log.jsonl").read_text().splitlines()]
+    log = read_log(result.out_dir)
     row = {"arch": arch, "control": control, "lr": rate, "status": result.status, "epochs": config.epochs,
            "held_out_accuracy": result.metrics.get("test_accuracy"),
            "train_eval_accuracy": result.metrics.get("train_eval_accuracy"),

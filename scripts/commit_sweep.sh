@@ -13,7 +13,9 @@ if git diff --cached --quiet -- "results/$profile"; then
     echo "nothing new in results/$profile"
     exit 0
 fi
-runs=$( (find "results/$profile/runs" -name result.json 2>/dev/null || true) | wc -l)
+# Counted through the store's layout (sharpkit.experiments.layout), the one place that names its files.
+runs=$("$repo/.venv/bin/python" -c 'import sys; from sharpkit.experiments.layout import StoreLayout
+print(len(StoreLayout.of("results", sys.argv[1]).result_files()))' "$profile")
 git commit --quiet -m "$profile results: $runs runs stored (background sweep at $(cut -c1-12 "results/$profile/PINNED_COMMIT"))" \
     -- "results/$profile"
 git log --oneline -1

@@ -26,7 +26,11 @@ PACKAGES = ("sharpkit.metrics", "sharpkit.optim", "sharpkit.models")
 ENTRY_POINTS = {
     "sharpkit.run.config": ("make_train_config", "TrainConfig"),
     "sharpkit.run.train": ("train",),
+    "sharpkit.run.checkpoint": ("save_checkpoint", "load_for_resume", "read_log"),
+    "sharpkit.data.dataset_names": ("parse_dataset_name", "DatasetName"),
     "sharpkit.experiments.profiles": ("get_profile", "Profile"),
+    "sharpkit.experiments.layout": ("StoreLayout", "CacheLayout"),
+    "sharpkit.experiments.cells": ("cell_metrics",),
 }
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

@@ -3,7 +3,7 @@ no-data box, the tables of the overview, report, table and Kendall pages, and th
 A notebook of the book calls these and displays what they return (``notebooks/``; a test keeps its cells
 free of logic).
 
-Store discovery reads only the layout ``RESULTS/<profile>/{sweep.json,runs/<id>/result.json}``; records are
+Store discovery goes through the store's layout (:mod:`sharpkit.experiments.layout`, pure paths); records are
 read through :mod:`sharpkit.experiments.store`, imported inside the functions (it imports torch; this module
 does not).
 """
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..experiments.layout import StoreLayout
 from ..metrics.registry import PAPER_SHARPNESS_METRICS, TABLE_EVALUATIONS, metric_names
 from .display import Box, Html, csv_download, styled
 from .names import arch_name, claim_name, dataset_name, profile_name
@@ -80,13 +81,12 @@ _OFFLINE = ("CIFAR-100, TinyImageNet and the ImageNet weights of the pretrained 
 # The store
 # --------------------------------------------------------------------------------------------------
 def _sweep_file(results_dir: str | Path, profile: str) -> Path:
-    return Path(results_dir) / profile / "sweep.json"
+    return StoreLayout.of(results_dir, profile).sweep_file
 
 
 def has_runs(results_dir: str | Path, profile: str) -> bool:
     """Whether ``RESULTS/<profile>`` holds a sweep.json and at least one finished run."""
-    root = Path(results_dir) / profile
-    return (root / "sweep.json").is_file() and any((root / "runs").glob("*/result.json"))
+    return StoreLayout.of(results_dir, profile).has_runs()
 
 
 def sweep_profile(results_dir: str | Path, profile: str) -> dict[str, Any] | None:
@@ -109,7 +109,7 @@ def stored_profiles(results_dir: str | Path, first: str | None = None, paper_des
     from ..run.controls import PAPER_CONTROLS
 
     root = Path(results_dir)
-    names = sorted(p.parent.name for p in root.glob("*/sweep.json") if has_runs(root, p.parent.name))
+    names = [name for name in StoreLayout.profiles_under(root) if has_runs(root, name)]
     if paper_design:
         names = [n for n in names if set((sweep_profile(root, n) or {}).get("controls", ())) == set(PAPER_CONTROLS)]
     return ([first] if first is not None and first in names else []) + [n for n in names if n != first]

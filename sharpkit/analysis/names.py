@@ -6,6 +6,8 @@ Pure Python: importable without torch, pandas or matplotlib.
 """
 from __future__ import annotations
 
+from ..data.dataset_names import parse_dataset_name  # pure Python: no torch
+
 __all__ = [
     "ARCH_NAMES",
     "CLAIM_NAMES",
@@ -54,15 +56,18 @@ CLAIM_NAMES: dict[str, str] = {
 
 def dataset_name(dataset: str) -> str:
     """The reader's name of a sharpkit dataset: :data:`DATASET_NAMES`, else for ``npz:PATH`` the file's
-    name without folder and suffix, else for ``NAME-c:DIR`` the corrupted set's name, else ``dataset``."""
+    name without folder and suffix, else for ``NAME-c:DIR`` the corrupted set's name, else ``dataset``.
+    Registered names are recognised as they are spelt in :data:`DATASET_NAMES` (``CIFAR10`` stays
+    ``CIFAR10``; see :attr:`~sharpkit.data.dataset_names.DatasetName.exact_base`)."""
     if dataset in DATASET_NAMES:
         return DATASET_NAMES[dataset]
-    base, _, path = str(dataset).partition(":")
-    if base == "npz" and path:
-        return path.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".npz")
-    if base in DATASET_NAMES:
-        return DATASET_NAMES[base]
-    return str(dataset)
+    try:
+        name = parse_dataset_name(dataset)
+    except ValueError:  # no dataset name (empty, or not a string): shown as it is
+        return str(dataset)
+    if name.exact_base == "npz" and name.stem is not None:
+        return name.stem
+    return DATASET_NAMES.get(name.exact_base, str(dataset))
 
 
 def profile_name(profile: str) -> str:

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data.dataset_names import parse_dataset_name  # pure Python: no torch
 from ..metrics.registry import (
     FIT_METRICS,
     REGISTRY,
@@ -641,19 +642,16 @@ def paper_dataset(dataset: str) -> str:
     as :func:`sharpkit.run.controls.recipe_for` does for the training recipe. The result differs from
     ``dataset`` exactly when the data are a stand-in, which a page should say.
     """
-    if not isinstance(dataset, str) or not dataset:
-        raise ValueError(f"Expected `dataset` to be a sharpkit dataset name such as 'cifar10' or 'digits', "
-                         f"but got {dataset!r}.")
-    base, _, path = dataset.partition(":")
-    base = base.removesuffix("-c")
-    if base in PAPER_DATASETS:
-        return base
-    if base == "npz":
-        stem = path.replace("\\", "/").rsplit("/", 1)[-1].lower()
+    name = parse_dataset_name(dataset)  # ValueError for a non-name ("" or not a string)
+    # Names spelt otherwise than registered ("CIFAR100") are stand-ins here, as for the recipe.
+    if name.exact_base and name.family in PAPER_DATASETS:
+        return name.family
+    if name.exact_base == "npz" and name.stem is not None:
+        stem = name.stem.lower()
         # Longest name first: "cifar100..." also starts with "cifar10".
-        for name in sorted(PAPER_DATASETS, key=len, reverse=True):
-            if stem.startswith(name):
-                return name
+        for paper in sorted(PAPER_DATASETS, key=len, reverse=True):
+            if stem.startswith(paper):
+                return paper
     return "cifar10"
 
 

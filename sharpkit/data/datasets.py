@@ -60,6 +60,7 @@ from .base import (
     CorruptedImageDataset,
     ImageDataset,
 )
+from .dataset_names import parse_dataset_name
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -239,21 +240,24 @@ def load_dataset(
         raise ValueError(f"Expected argument `name` to be a string, but got {name!r}.")
     if not isinstance(download, bool):
         raise ValueError(f"Expected argument `download` to be True or False, but got {download!r}.")
-    base, sep, path = name.strip().partition(":")
-    base = base.strip().lower()
-    spec = DATASETS.get(base)
-    if spec is None:
+    try:
+        parsed = parse_dataset_name(name)
+    except ValueError:  # an empty name: the message lists the registered ones
+        parsed = None
+    spec = None if parsed is None else DATASETS.get(parsed.base)
+    if parsed is None or spec is None:
         raise ValueError(f"Expected a dataset name among {_name_forms()}, but got {name!r}.")
-    if sep and spec.path == "none":
+    base = parsed.base
+    if parsed.has_colon and spec.path == "none":
         raise ValueError(
             f"Dataset {base!r} takes no path, but got {name!r}. Pass {base!r} and put the data "
             f"under the data root instead."
         )
-    if spec.path == "required" and not path.strip():
+    if spec.path == "required" and parsed.path is None:
         raise ValueError(
             f"Dataset {base!r} needs a file: pass {base + ':<path>'!r}, but got {name!r}."
         )
-    dataset = spec.loader(data_root(root), download, path.strip() or None)
+    dataset = spec.loader(data_root(root), download, parsed.path)
     if not isinstance(dataset, (ImageDataset, CorruptedImageDataset)):
         raise TypeError(
             f"The loader registered for {base!r} returned {type(dataset).__name__}; it must "

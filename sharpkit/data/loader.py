@@ -31,11 +31,6 @@ def derived_generator(seed: int, *keys: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def default_augmentation(image_size: int) -> str:
-    """The protocol's augmentation for an image size: crop+flip for 32 px, RandomResizedCrop for 64 px."""
-    return "resized_crop_flip" if image_size >= 64 else "crop_flip"
-
-
 def subset_indices(num_items: int, size: int | None, seed: int = 0) -> torch.Tensor:
     """Indices of a fixed random subset of ``size`` items (all items, in order, when ``size`` is None).
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.dataset_names import parse_dataset_name
 from ..data.datasets import DATASETS
 from ..models import list_models, model_knobs
 from ..run.config import TrainConfig, make_train_config
@@ -398,7 +399,11 @@ def _experiment(where: str, data: Any, controls: tuple[str, ...], seed: int) -> 
     block = {key: _typed(f"{where}.{key}", value, EXPERIMENT_TYPES[key])
              for key, value in _check_keys(where, data, EXPERIMENT_TYPES, ("dataset", "arch")).items()}
     dataset, arch = block["dataset"], block["arch"]
-    _check_name(f"{where}.dataset", dataset.partition(":")[0].strip().lower(), DATASETS, "dataset",
+    try:
+        base = parse_dataset_name(dataset).base
+    except ValueError as error:
+        raise ProfileError(f"{where}.dataset: {error} Registered: {', '.join(DATASETS)}.") from None
+    _check_name(f"{where}.dataset", base, DATASETS, "dataset",
                 "Register your own with sharpkit.data.register_dataset in a module passed with --import.")
     _check_name(f"{where}.arch", arch, list_models(), "architecture",
                 "Register your own with sharpkit.models.register_model in a module passed with --import.")

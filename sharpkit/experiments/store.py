@@ -1,6 +1,6 @@
 """The crash-safe result store of a sweep.
 
-Layout under ``<results>/<profile>/``:
+Layout under ``<results>/<profile>/`` (spelled once, in :mod:`sharpkit.experiments.layout`):
 
 - ``sweep.json``: store schema version, the profile definition, and one entry per sweep invocation
   (what ran, what was skipped, wall time, pid and host, provenance; status ``running``, ``finished``, or
@@ -8,12 +8,14 @@ Layout under ``<results>/<profile>/``:
 - ``runs/<run_id>/result.json``: one finished run (status ``ok`` or ``diverged``), named by the hash of
   its full config and evaluation settings, with its training log, metrics, provenance and the digests
   of its values (records stored before digests are valid and "unsigned");
-- ``cells/<dataset>-<arch>-<control>.json``: cross-seed prediction disagreement of one cell.
+- ``cells/<dataset>-<arch>-<control>.json``: the cross-seed metrics of one cell (computed by
+  :mod:`sharpkit.experiments.cells`, written here).
 
 Checkpoints and partial runs live in a cache directory (default ``~/.cache/sharpkit/runs``), which is
-never needed to rebuild tables. A result file appears (atomically) only when its run is complete, so a
-sweep killed at any moment and started again redoes exactly the runs without one; the temporary files
-a killed writer leaves are removed when the store is next opened for writing.
+never needed to rebuild tables. The store reads and writes these files and computes no metric. A result file
+appears (atomically) only when its run is complete, so a sweep killed at any moment and started again redoes
+exactly the runs without one; the temporary files a killed writer leaves are removed when the store is next
+opened for writing.
 """
 from __future__ import annotations
 
@@ -28,44 +30,38 @@ from typing import Any
 
 import pandas as pd
 
-from ..metrics import prediction_disagreement
+from ..metrics.registry import metric_names
 from ..run.config import TrainConfig
-from ..run.evaluate import EvalSettings, decode_predictions
+from ..run.evaluate import EvalSettings
 from ..run.train import TRAIN_LOCK
 from ..utils.io import check_writable, digest_mismatches, remove_stale_temp_files, write_json
 from ..utils.locks import LOCK_NAME, folder_lock, held_by_another, process_alive, shared_lock
 from ..utils.provenance import utc_now
+from .layout import SWEEP_FILE, CacheLayout, StoreLayout, cell_name, default_cache_dir, profile_cache_dir
 from .profiles import Profile, RunSpec
+
+__all__ = [
+    "RESULT_COLUMNS", "RUN_STATUSES", "STORE_SCHEMA_VERSION", "ResultStore", "StoreError", "cell_name",
+    "default_cache_dir", "load_results", "load_run_record", "load_sweep_info", "profile_cache_dir",
+    "validate_run_record",
+]
 
 STORE_SCHEMA_VERSION = 1
 RUN_STATUSES = ("ok", "diverged")
-# The columns of load_results (also those of an empty store); metrics follow the evaluation names.
-RESULT_COLUMNS = (
-    "run_id", "profile", "profile_version", "arch", "dataset", "control", "seed", "status", "diverged_epoch",
-    "epochs", "model_size", "train_subset", "test_subset", "lr", "batch_size", "uses_sam", "train_loss",
-    "train_eval_loss", "train_eval_accuracy",
-    "wall_time_s", "eval_wall_time_s", "git_commit", "torch", "device", "finished",
-    "test_accuracy", "test_ece", "generalization_gap", "corruption_accuracy", "fisher_rao_norm", "sam_sharpness",
-    "relative_flatness", "sam_sharpness_clean", "train_accuracy", "prediction_disagreement",
-)
+# The columns of load_results: what identifies and configures a run, the trainer's final metrics, what
+# produced it, then its metrics (each metric's column source is in the registry).
+_RUN_COLUMNS = ("run_id", "profile", "profile_version", "arch", "dataset", "control", "seed", "status",
+                "diverged_epoch", "epochs", "model_size", "train_subset", "test_subset", "lr", "batch_size", "uses_sam")
+_TRAINER_COLUMNS = metric_names(column_source="trainer")
+_PROVENANCE_COLUMNS = ("wall_time_s", "eval_wall_time_s", "git_commit", "torch", "device", "finished")
+#: Every column load_results can return, in its order (those of an empty store): a frame of stored runs has the
+#: evaluation columns its records hold, in their order.
+RESULT_COLUMNS: tuple[str, ...] = (_RUN_COLUMNS + _TRAINER_COLUMNS + _PROVENANCE_COLUMNS
+                                   + metric_names(column_source="evaluation") + metric_names(column_source="cell"))
 
 
 class StoreError(ValueError):
     """A results folder that cannot be used as it is; the message says why and what to do."""
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("SHARPKIT_CACHE", Path.home() / ".cache" / "sharpkit" / "runs"))
-
-
-def profile_cache_dir(profile: str, cache_dir: str | Path | None = None) -> Path:
-    """A profile's cache: ``cache_dir`` when given, else ``default_cache_dir() / profile``."""
-    return Path(cache_dir) if cache_dir is not None else default_cache_dir() / profile
-
-
-def cell_name(dataset: str, arch: str, control: str) -> str:
-    safe = dataset.replace(":", "_").replace("/", "_").replace(".", "_").strip("_")
-    return f"{safe}-{arch}-{control}"
 
 
 def _read_json(path: Path, fix: str | None = None) -> dict[str, Any]:
@@ -131,21 +127,24 @@ class ResultStore:
 
     def __init__(self, results_root: str | Path, profile: Profile, cache_dir: str | Path | None = None) -> None:
         self.profile = profile
-        self.root = Path(results_root) / profile.name
-        self.cache = profile_cache_dir(profile.name, cache_dir)
+        self.layout = StoreLayout.of(results_root, profile.name)
+        self.cache_layout = CacheLayout(profile_cache_dir(profile.name, cache_dir))
+        self.root = self.layout.root
+        self.cache = self.cache_layout.root
 
     @property
     def sweep_file(self) -> Path:
-        return self.root / "sweep.json"
+        return self.layout.sweep_file
 
     def result_path(self, spec: RunSpec) -> Path:
-        return self.root / "runs" / spec.run_id / "result.json"
+        return self.layout.result_file(spec.run_id)
 
     def work_dir(self, spec: RunSpec) -> Path:
-        return self.cache / "work" / spec.run_id
+        """Where ``spec`` trains (its checkpoint, log and the trainer's record), in the cache."""
+        return self.cache_layout.work_dir(spec.run_id)
 
     def cell_path(self, dataset: str, arch: str, control: str) -> Path:
-        return self.root / "cells" / f"{cell_name(dataset, arch, control)}.json"
+        return self.layout.cell_file(dataset, arch, control)
 
     def check_writable(self) -> None:
         """Raise :class:`sharpkit.utils.io.NotWritableError` (read-only, or a full disk, with the path and the
@@ -157,10 +156,9 @@ class ResultStore:
     def remove_stale_temp_files(self) -> list[Path]:
         """Remove the temporary files that killed writers left in the store and its cache (their process is
         gone; see :func:`sharpkit.utils.io.remove_stale_temp_files`); returns what was removed."""
-        folders = [self.root, self.root / "cells", self.cache, self.cache / "init", self.cache / "corrupted"]
-        for parent in (self.root / "runs", self.cache / "work"):
-            folders += sorted(p for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
-        return remove_stale_temp_files(*folders)
+        cache = self.cache_layout
+        folders = [self.root, self.layout.cells_dir, cache.root, cache.init_dir, cache.corrupted_dir]
+        return remove_stale_temp_files(*folders, *self.layout.run_dirs(), *cache.work_dirs())
 
     def open(self, write: bool = False) -> dict[str, Any]:
         """Create the store or check that an existing one is compatible; returns sweep.json's content.
@@ -202,12 +200,9 @@ class ResultStore:
     def set_aside(self, spec: RunSpec) -> Path:
         """Move an unreadable result out of the way (kept, never deleted) so the run is redone."""
         path = self.result_path(spec)
-        target = path.with_name(f"result.json.corrupt-{int(time.time())}")
+        target = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
         os.replace(path, target)
         return target
-
-    def write_run(self, spec: RunSpec, record: dict[str, Any]) -> None:
-        write_json(self.result_path(spec), record)
 
     def pin_threads(self, threads: int) -> None:
         """Record the CPU threads per run of this store's results in sweep.json (once; see
@@ -278,39 +273,29 @@ class ResultStore:
     def _run_lock_files(self) -> list[tuple[Path, str]]:
         """The locks a sweep holds while it runs something: each run folder's in the store, each work
         folder's training lock in the cache (folder, lock name)."""
-        locks = [(p.parent, p.name) for p in sorted((self.root / "runs").glob(f"*/{LOCK_NAME}"))]
-        return locks + [(p.parent, p.name) for p in sorted((self.cache / "work").glob(f"*/{TRAIN_LOCK}"))]
+        locks = [(p.parent, p.name) for p in sorted(self.layout.runs_dir.glob(f"*/{LOCK_NAME}"))]
+        return locks + [(p.parent, p.name) for p in sorted(self.cache_layout.work_root.glob(f"*/{TRAIN_LOCK}"))]
 
-    def update_cells(self) -> list[str]:
-        """Compute the cross-seed disagreement of every cell whose runs are all stored; returns the cells
-        written. Diverged runs are left out and counted."""
-        written = []
+    def complete_cells(self) -> Iterator[tuple[tuple[str, str, str], list[dict[str, Any]]]]:
+        """Each cell (dataset, arch, control) of the profile whose runs are all stored, with their records in
+        the profile's seed order."""
         by_cell: dict[tuple[str, str, str], list[RunSpec]] = {}
         for spec in self.profile.runs():
             by_cell.setdefault(spec.cell, []).append(spec)
-        for (dataset, arch, control), specs in by_cell.items():
-            if not all(self.result_path(s).exists() for s in specs):
-                continue
-            records = [_read_json(self.result_path(s)) for s in specs]
-            ok = [r for r in records if r["status"] == "ok"]
-            cell: dict[str, Any] = {"store_schema_version": STORE_SCHEMA_VERSION, "dataset": dataset, "arch": arch,
-                                    "control": control, "runs": [r["run_id"] for r in records],
-                                    "excluded_diverged": len(records) - len(ok)}
-            if len(ok) >= 2:
-                preds = {r["config"]["seed"]: decode_predictions(r["evaluation"]["details"]["test_predictions"])
-                         for r in ok}
-                overall = prediction_disagreement(preds, ordered=True)
-                cell["prediction_disagreement"] = {"mean": overall.mean, "sem": overall.sem, "n_pairs": overall.n_pairs}
-                # Per run: mean disagreement with the other seeds (the mean of these equals the
-                # mean over ordered pairs).
-                cell["per_run"] = {}
-                for r in ok:
-                    seed = r["config"]["seed"]
-                    others = [float((preds[seed] != preds[s]).double().mean()) for s in preds if s != seed]
-                    cell["per_run"][r["run_id"]] = sum(others) / len(others)
-            write_json(self.cell_path(dataset, arch, control), cell)
-            written.append(cell_name(dataset, arch, control))
-        return written
+        for cell, specs in by_cell.items():
+            if all(self.result_path(s).exists() for s in specs):
+                yield cell, [_read_json(self.result_path(s)) for s in specs]
+
+    def write_cell(self, dataset: str, arch: str, control: str, records: list[dict[str, Any]],
+                   metrics: dict[str, Any]) -> Path:
+        """Write the cell file of the cell whose stored runs are ``records``: which runs it holds, how many
+        diverged runs its ``metrics`` (:func:`sharpkit.experiments.cells.cell_metrics`) leave out, and those."""
+        cell: dict[str, Any] = {"store_schema_version": STORE_SCHEMA_VERSION, "dataset": dataset, "arch": arch,
+                                "control": control, "runs": [r["run_id"] for r in records],
+                                "excluded_diverged": sum(r["status"] != "ok" for r in records)}
+        path = self.cell_path(dataset, arch, control)
+        write_json(path, {**cell, **metrics})
+        return path
 
 
 SWEEP_LOCK = ".sweep.lock"  # in the store's folder: held (shared) by every live sweep of the store
@@ -331,11 +316,11 @@ def _invocation_ended(entry: dict[str, Any], sweep_lock_held: bool, run_locks: l
 
 
 def _resolve_profile_dir(path: Path, profile: str | None) -> Path:
-    if (path / "sweep.json").exists():
+    if (path / SWEEP_FILE).exists():
         return path
-    if profile is not None and (path / profile / "sweep.json").exists():
+    if profile is not None and StoreLayout.of(path, profile).sweep_file.exists():
         return path / profile
-    candidates = sorted(p.parent.name for p in path.glob("*/sweep.json"))
+    candidates = StoreLayout.profiles_under(path)
     if profile is None and len(candidates) == 1:
         return path / candidates[0]
     hint = f" It holds results of: {', '.join(candidates)}; pass profile=..." if candidates else (
@@ -347,7 +332,7 @@ def load_sweep_info(path: str | Path, profile: str | None = None) -> dict[str, A
     """sweep.json of a results folder: profile definition and the history of sweep invocations
     (with their wall time, hardware, versions and git commit)."""
     root = _resolve_profile_dir(Path(path), profile)
-    info = _read_json(root / "sweep.json", _SWEEP_FIX)
+    info = _read_json(StoreLayout(root).sweep_file, _SWEEP_FIX)
     if info.get("store_schema_version") != STORE_SCHEMA_VERSION:
         raise StoreError(f"{root} was written with store schema version {info.get('store_schema_version')!r}; this "
                          f"sharpkit reads version {STORE_SCHEMA_VERSION}. Re-run the sweep into a new folder.")
@@ -357,7 +342,7 @@ def load_sweep_info(path: str | Path, profile: str | None = None) -> dict[str, A
 
 def load_run_record(results_root: str | Path, profile: str, run_id: str) -> dict[str, Any]:
     """The stored record (result.json) of run ``run_id`` of ``profile`` under ``results_root``."""
-    return _read_json(Path(results_root) / profile / "runs" / run_id / "result.json")
+    return _read_json(StoreLayout.of(results_root, profile).result_file(run_id))
 
 
 def load_results(path: str | Path, profile: str | None = None) -> pd.DataFrame:
@@ -367,13 +352,13 @@ def load_results(path: str | Path, profile: str | None = None) -> pd.DataFrame:
     ``profile`` picks one when it holds several). Raises :class:`StoreError` with the fix for a folder of
     another schema version or a result file that is damaged or was edited into an invalid state.
     """
-    root = _resolve_profile_dir(Path(path), profile)
-    load_sweep_info(root)  # schema check
+    layout = StoreLayout(_resolve_profile_dir(Path(path), profile))
+    load_sweep_info(layout.root)  # schema check
     cells = {}
-    for cell_file in sorted((root / "cells").glob("*.json")):
+    for cell_file in layout.cell_files():
         cells.update(_read_json(cell_file, _CELL_FIX).get("per_run", {}))
     rows = []
-    for result in sorted((root / "runs").glob("*/result.json")):
+    for result in layout.result_files():
         record = _read_json(result)
         validate_run_record(record, result)
         config = record["config"]
@@ -385,16 +370,15 @@ def load_results(path: str | Path, profile: str | None = None) -> pd.DataFrame:
             "epochs": config["epochs"], "model_size": json.dumps(config["model_size"], sort_keys=True),
             "train_subset": config["train_subset"], "test_subset": config["test_subset"], "lr": config["lr"],
             "batch_size": config["batch_size"], "uses_sam": record.get("uses_sam"),
-            "train_loss": record.get("metrics", {}).get("train_loss"),
-            # The final model in eval mode over its whole training subset (records since cifar10-minima).
-            "train_eval_loss": record.get("metrics", {}).get("train_eval_loss"),
-            "train_eval_accuracy": record.get("metrics", {}).get("train_eval_accuracy"),
+            # train_eval_*: the final model in eval mode over its whole training subset (records since
+            # cifar10-minima; older ones leave them None).
+            **{name: record.get("metrics", {}).get(name) for name in _TRAINER_COLUMNS},
             "wall_time_s": record.get("wall_time_s"), "eval_wall_time_s": record.get("eval_wall_time_s"),
             "git_commit": prov.get("git", {}).get("commit"), "torch": prov.get("versions", {}).get("torch"),
             "device": prov.get("hardware", {}).get("device"), "finished": record.get("finished"),
         }
         row.update(record.get("evaluation", {}).get("metrics", {}))
-        row["prediction_disagreement"] = cells.get(record["run_id"], float("nan"))
+        row["prediction_disagreement"] = cells.get(record["run_id"], float("nan"))  # the cell files' per_run
         rows.append(row)
     frame = pd.DataFrame(rows, columns=RESULT_COLUMNS if not rows else None)
     if frame.empty:

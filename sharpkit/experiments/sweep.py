@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..metrics.registry import REGISTRY
+from ..run.checkpoint import CHECKPOINT_FILE, LOG_FILE, RESULT_FILE, read_log
 from ..run.config import TrainConfig
 from ..run.evaluate import EvalSettings, evaluate_run
 from ..utils.io import copy_file, sign_record, write_json
@@ -36,8 +37,10 @@ from ..utils.provenance import (
     utc_now,
 )
 from ..utils.validation import check_choice, check_positive
+from .cells import update_cells
+from .layout import CacheLayout, StoreLayout, default_cache_dir, profile_cache_dir
 from .profiles import Profile, RunSpec
-from .store import STORE_SCHEMA_VERSION, ResultStore, default_cache_dir, profile_cache_dir
+from .store import STORE_SCHEMA_VERSION, ResultStore
 
 EXECUTORS = ("local", "slurm")
 
@@ -78,10 +81,10 @@ def run_one(spec_data: dict[str, Any], results_root: str, cache_dir: str, profil
     process holds the run's lock in the store (another sweep on the same results, whatever its cache): it is
     left to that one, never done twice at once."""
     spec = _spec_from_dict(spec_data)
-    result_path = Path(results_root) / spec.profile / "runs" / spec.run_id / "result.json"
+    result_path = StoreLayout.of(results_root, spec.profile).result_file(spec.run_id)
     if result_path.exists():
         return "skipped"
-    work = Path(cache_dir) / "work" / spec.run_id
+    work = CacheLayout(cache_dir).work_dir(spec.run_id)
     with contextlib.ExitStack() as held:
         try:
             held.enter_context(folder_lock(result_path.parent, f"run {spec.run_id} of profile {spec.profile}"))
@@ -98,22 +101,23 @@ def _run_locked(spec: RunSpec, result_path: Path, work: Path, cache_dir: str, pr
 
     dataset = (datasets or {}).get(spec.config.dataset)
     started = time.perf_counter()
-    if not (work / "checkpoint.pt").exists():
+    if not (work / CHECKPOINT_FILE).exists():
         (work / REUSED_FROM).unlink(missing_ok=True)  # left by a crash before its checkpoint arrived
         reuse_training(spec.config, _work_roots(Path(cache_dir)), work, resolve_device(device))
-    outcome = train(spec.config, work, data_root=data_root, init_dir=Path(cache_dir) / "init", device=device,
+    cache = CacheLayout(cache_dir)
+    outcome = train(spec.config, work, data_root=data_root, init_dir=cache.init_dir, device=device,
                     progress=progress, dataset=dataset)
     eval_seconds = None
     if outcome.status == "ok":
         eval_start = time.perf_counter()
         evaluate_run(work, spec.evaluation, data_root=data_root, device=device,
-                     cache_dir=Path(cache_dir) / "corrupted", progress=progress, dataset=dataset)
+                     cache_dir=cache.corrupted_dir, progress=progress, dataset=dataset)
         eval_seconds = time.perf_counter() - eval_start
-    record = json.loads((work / "result.json").read_text())
+    record = json.loads((work / RESULT_FILE).read_text())
     record.update({
         "store_schema_version": STORE_SCHEMA_VERSION, "run_id": spec.run_id, "profile": spec.profile,
         "profile_version": profile_version, "evaluation_settings": spec.evaluation.to_dict(),
-        "log": [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()],
+        "log": read_log(work),
         "run_wall_time_s": time.perf_counter() - started,  # this call (a resumed run: its last part)
         "eval_wall_time_s": eval_seconds,
     })
@@ -130,9 +134,10 @@ def _work_roots(cache: Path) -> list[Path]:
     """Where finished trainings may be found: the run's own cache and, when that is the default per-profile
     cache (``~/.cache/sharpkit/runs/<profile>``), every other profile's default cache beside it. An
     explicit ``--cache`` is searched alone (its parent may hold anything)."""
-    roots = [cache / "work"]
+    roots = [CacheLayout(cache).work_root]
     if cache.parent == default_cache_dir() and cache.parent.is_dir():
-        roots += [other / "work" for other in sorted(cache.parent.iterdir()) if other != cache and other.is_dir()]
+        roots += [CacheLayout(other).work_root for other in sorted(cache.parent.iterdir())
+                  if other != cache and other.is_dir()]
     return roots
 
 
@@ -150,9 +155,9 @@ def finished_trainings(work_roots: list[Path]) -> list[tuple[Path, dict[str, Any
     from: the folder and the provenance of the process that trained it, carried through chains of reuse)."""
     found = []
     for root in work_roots:
-        for candidate in sorted(root.glob("*/result.json")) if root.is_dir() else []:
+        for candidate in sorted(root.glob(f"*/{RESULT_FILE}")) if root.is_dir() else []:
             source = candidate.parent
-            if not (source / "checkpoint.pt").exists() or not (source / "log.jsonl").exists():
+            if not (source / CHECKPOINT_FILE).exists() or not (source / LOG_FILE).exists():
                 continue
             try:
                 record = json.loads(candidate.read_text())
@@ -199,8 +204,8 @@ def reuse_training(config: TrainConfig, work_roots: list[Path], work: Path,
     # The checkpoint goes last and by rename: a crash before it leaves no checkpoint, and the run simply
     # trains (or reuses) again.
     write_json(work / REUSED_FROM, origin)
-    shutil.copyfile(source / "log.jsonl", work / "log.jsonl")
-    copy_file(source / "checkpoint.pt", work / "checkpoint.pt")  # a temporary file named by this process
+    shutil.copyfile(source / LOG_FILE, work / LOG_FILE)
+    copy_file(source / CHECKPOINT_FILE, work / CHECKPOINT_FILE)  # a temporary file named by this process
     return origin
 
 
@@ -215,7 +220,7 @@ def stored_threads(store: ResultStore) -> int | None:
     if pinned is not None:
         return int(pinned)
     counts = set()
-    for path in sorted((store.root / "runs").glob("*/result.json")):
+    for path in store.layout.result_files():
         try:
             hardware = json.loads(path.read_text()).get("provenance", {}).get("hardware", {})
         except (OSError, json.JSONDecodeError):
@@ -374,7 +379,7 @@ def _sweep(profile: Profile, results_root: str | Path, executor: str, workers: i
         _run_pool(pending, args, workers, device, finished, threads)
     # Cells are rebuilt even when nothing ran: a sweep that died after its last run, or a cell file deleted
     # by hand, heals on the next invocation (an unchanged cell is rewritten byte for byte).
-    written = store.update_cells()
+    written = update_cells(store)
     if pending:
         journal("finished")
     elif written:
@@ -427,7 +432,7 @@ def _run_slurm(args: list[tuple], store: ResultStore, device: str, slurm_executo
                          "submitit).") from error
     executor = slurm_executor
     if executor is None:
-        executor = submitit.AutoExecutor(folder=str(store.cache / "slurm"))
+        executor = submitit.AutoExecutor(folder=str(store.cache_layout.slurm_dir))
         executor.update_parameters(timeout_min=24 * 60, gpus_per_node=1, cpus_per_task=8, slurm_array_parallelism=64)
     if not args:
         return []
@@ -446,13 +451,13 @@ KNOWN_CLASSES = {"cifar100": 100, "tinyimagenet": 200}
 def _train_size(config: TrainConfig) -> int:
     if config.train_subset is not None:
         return config.train_subset
-    name = config.dataset.split(":", 1)
-    if name[0] == "npz":
+    name = config.parsed_dataset
+    if name.exact_base == "npz":
         import numpy as np
 
-        with np.load(name[1], mmap_mode="r") as data:
+        with np.load(name.path or "", mmap_mode="r") as data:
             return int(data["y_train"].shape[0])
-    return KNOWN_TRAIN_SIZES.get(name[0], 50_000)
+    return KNOWN_TRAIN_SIZES.get(name.exact_base, 50_000)
 
 
 def measure_step_time(config: TrainConfig, device: str = "auto", probe_batch: int | None = None,
@@ -469,7 +474,7 @@ def measure_step_time(config: TrainConfig, device: str = "auto", probe_batch: in
 
     dev = resolve_device(device)
     probe_batch = probe_batch or min(config.batch_size, 128)
-    base = config.dataset.split(":")[0]
+    base = config.parsed_dataset.exact_base
     size = KNOWN_IMAGE_SIZES.get(base, 32)
     kwargs = _size_kwargs(config, size)
     if "pretrained" in model_knobs(config.arch):
@@ -594,8 +599,9 @@ def dry_run(profile: Profile, measure: bool = True, device: str = "auto", log=pr
         here = resolve_device(device)
         trainings = finished_trainings(_work_roots(cache))  # read once for every run of the profile
         # A run's own folder holds its own (possibly finished) training: resuming it is not reuse.
-        reusable = sum(find_finished_training(spec.config, trainings, here, exclude=cache / "work" / spec.run_id,
-                                              threads=threads) is not None for spec in runs)
+        reusable = sum(find_finished_training(spec.config, trainings, here,
+                                              exclude=CacheLayout(cache).work_dir(spec.run_id), threads=threads)
+                       is not None for spec in runs)
     if reusable:
         log(f"{reusable} of the {len(runs)} runs will reuse a finished training found in the cache ({cache}); "
             "the estimate below counts them as trained")
@@ -752,7 +758,7 @@ def verify(profile: Profile, results_root: str | Path, k: int, *, seed: int = 0,
                 seconds = time.perf_counter() - start
             finally:
                 torch.set_num_threads(previous)
-            fresh_file = Path(tmp) / "results" / spec.profile / "runs" / spec.run_id / "result.json"
+            fresh_file = StoreLayout.of(Path(tmp) / "results", spec.profile).result_file(spec.run_id)
             fresh = json.loads(fresh_file.read_text())
             differences = arithmetic_differences(stored.get("provenance", {}), fresh.get("provenance", {}))
             count = len(_metric_pairs(stored))

@@ -196,7 +196,9 @@ def generalization_gap(train_logits: torch.Tensor, train_labels: torch.Tensor,
 class Disagreement(Measurement):
     """Result of :func:`prediction_disagreement`: ``value`` (also ``mean``) is the mean pairwise
     disagreement (a fraction in [0, 1]), ``sem`` its standard error ``std(ddof=0) / sqrt(n_pairs)``
-    (the authors' convention); ``details["n_pairs"]`` (also ``n_pairs``) the number of pairs.
+    (the authors' convention); ``details["n_pairs"]`` (also ``n_pairs``) the number of pairs;
+    ``details["per_model"]`` (also ``per_model``) each model's mean disagreement with the other models, in the
+    order of the predictions given.
 
     Examples:
         >>> import torch
@@ -208,6 +210,7 @@ class Disagreement(Measurement):
 
     mean = property(lambda self: self.value, doc="The mean pairwise disagreement (= ``value``).")
     n_pairs = detail("n_pairs", "Number of model pairs compared.")
+    per_model = detail("per_model", "Each model's mean disagreement with the others, in input order.")
 
 
 def prediction_disagreement(predictions_by_seed: Sequence[torch.Tensor] | Mapping[object, torch.Tensor],
@@ -232,6 +235,8 @@ def prediction_disagreement(predictions_by_seed: Sequence[torch.Tensor] | Mappin
         >>> ordered, unordered = prediction_disagreement(seeds), prediction_disagreement(seeds, ordered=False)
         >>> ordered.n_pairs, unordered.n_pairs, round(ordered.value, 4), round(unordered.value, 4)
         (6, 3, 0.3333, 0.3333)
+        >>> ordered.per_model  # model 0 differs from model 1 on 1 of 4 points and from model 2 on 2 of 4
+        (0.375, 0.25, 0.375)
     """
     values = list(predictions_by_seed.values()) if isinstance(predictions_by_seed, Mapping) \
         else list(predictions_by_seed)
@@ -255,13 +260,14 @@ def prediction_disagreement(predictions_by_seed: Sequence[torch.Tensor] | Mappin
             f"{[int(lab.shape[0]) for lab in labels]}."
         )
     stacked = torch.stack([lab.to(labels[0].device) for lab in labels])  # (S, N)
-    pairs = []
-    for i in range(len(labels)):
-        for j in range(len(labels)):
-            if i != j and (ordered or i < j):
-                pairs.append(float((stacked[i] != stacked[j]).double().mean()))
+    seeds = range(len(labels))
+    d = {(i, j): float((stacked[i] != stacked[j]).double().mean()) for i in seeds for j in seeds if i != j}
+    pairs = [value for (i, j), value in d.items() if ordered or i < j]
     mean, sem = mean_and_sem(pairs, ddof=0)
-    return Disagreement(value=mean, sem=sem, details={"n_pairs": len(pairs)})
+    # Each model's mean disagreement with the others (the mean of these is the mean over ordered pairs).
+    others = [[d[i, j] for j in seeds if j != i] for i in seeds]
+    per_model = tuple(sum(row) / len(row) for row in others)
+    return Disagreement(value=mean, sem=sem, details={"n_pairs": len(pairs), "per_model": per_model})
 
 
 class CorruptionAccuracy(Measurement):

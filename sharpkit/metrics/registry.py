@@ -43,6 +43,7 @@ from ..utils.validation import check_choice
 
 __all__ = [
     "BEYOND_METRICS",
+    "COLUMN_SOURCES",
     "DEFAULT_EVALUATED",
     "DEFAULT_EVALUATIONS",
     "EVALUATION_CHOICES",
@@ -68,6 +69,8 @@ GROUPS: tuple[str, ...] = ("training", "evaluation", "sharpness", "beyond", "der
 # other accuracy is a fraction: the registry records the difference instead of changing stored values.
 UNITS: tuple[str, ...] = ("fraction", "percent", "nats")
 _FULL_SCALE = {"fraction": 1.0, "percent": 100.0}
+#: Where a run's value of a metric is stored (:attr:`MetricInfo.column_source`).
+COLUMN_SOURCES: tuple[str, ...] = ("trainer", "evaluation", "cell")
 _DIRECTIONS = {"higher": "greater", "lower": "less"}  # the test alternative that agrees with "better"
 
 
@@ -98,6 +101,10 @@ class MetricInfo:
             the analysis computes it inline.
         kind: for a ``"beyond"`` measure, ``"perturbation"`` or ``"curvature"`` (the beyond chapter's tables).
         error_of: for a ``"derived"`` error column, the evaluation it writes as an error (full scale minus it).
+        column_source: where :func:`sharpkit.experiments.store.load_results` reads a stored run's value of it, one
+            of :data:`COLUMN_SOURCES`: ``"trainer"`` (the trainer's final metrics), ``"evaluation"`` (the
+            evaluation's metrics), ``"cell"`` (the cell file of the run's cross-seed metrics); None: no column of
+            that frame (the analysis derives it, or nothing reads it).
     """
 
     name: str
@@ -116,6 +123,7 @@ class MetricInfo:
     function: str | None = None
     kind: str | None = None
     error_of: str | None = None
+    column_source: str | None = "evaluation"
 
     def __post_init__(self) -> None:
         where = f"metric {self.name!r}"
@@ -124,12 +132,16 @@ class MetricInfo:
         check_choice(f"{where}: alternative", self.alternative, (*_DIRECTIONS.values(), None))
         check_choice(f"{where}: unit", self.unit, (*UNITS, None))
         check_choice(f"{where}: kind", self.kind, ("perturbation", "curvature", None))
+        check_choice(f"{where}: column_source", self.column_source, (*COLUMN_SOURCES, None))
         if self.better is not None and self.alternative not in (None, _DIRECTIONS[self.better]):
             raise ValueError(f"Expected {where} with better={self.better!r} to be tested with alternative="
                              f"{_DIRECTIONS[self.better]!r} (or None), but got {self.alternative!r}.")
         if (self.kind is not None) != (self.group == "beyond"):
             raise ValueError(f"Expected {where} to have a kind exactly when its group is 'beyond', but got "
                              f"group={self.group!r}, kind={self.kind!r}.")
+        if self.group == "derived" and self.column_source is not None:
+            raise ValueError(f"Expected {where} (group 'derived': computed by the analysis) to have column_source "
+                             f"None, but got {self.column_source!r}.")
         if (self.error_of is not None) != (self.group == "derived"):
             raise ValueError(f"Expected {where} to name the evaluation it writes as an error (error_of) exactly "
                              f"when its group is 'derived', but got group={self.group!r}, error_of={self.error_of!r}.")
@@ -187,7 +199,8 @@ REGISTRY: Mapping[str, MetricInfo] = _register(
     MetricInfo("prediction_disagreement", "evaluation", "Fraction of test points on which the run's predictions "
                "differ from another seed's of its cell, averaged over the other seeds (computed per cell by the "
                "sweep).", title="Prediction Disagreement", better="lower", alternative="less", family="safety",
-               unit="fraction", table_column=True, paper_column=True, function="prediction_disagreement"),
+               unit="fraction", table_column=True, paper_column=True, function="prediction_disagreement",
+               column_source="cell"),
     MetricInfo("fisher_rao_norm", "sharpness", "The Fisher-Rao norm, on the training (sub)set.",
                title="Fisher Rao Norm", alternative="greater", family="sharpness", table_column=True,
                paper_column=True, requestable=True, function="fisher_rao_norm"),
@@ -224,18 +237,20 @@ REGISTRY: Mapping[str, MetricInfo] = _register(
             "Top Hessian eigenvalue", "hessian_top_eigenvalues", "curvature"),
     _beyond("asymmetry_factor", "Asymmetry factor of the loss along filter-normalised directions (Boca et al.).",
             "Asymmetry factor", "asymmetry_factor", "perturbation"),
+    # In the trainer's record but no column: the evaluation's test accuracy is the run's test score.
     MetricInfo("test_loss", "evaluation", "Cross-entropy on the test (sub)set at the trainer's last test pass.",
-               better="lower", unit="nats"),
+               better="lower", unit="nats", column_source=None),
     MetricInfo("train_loss", "training", "Mean cross-entropy of the last epoch's batches, train mode (augmented, "
-               "weights still moving).", unit="nats"),
+               "weights still moving).", unit="nats", column_source="trainer"),
     MetricInfo("train_eval_loss", "training", "Cross-entropy of the final model in eval mode on its whole clean "
-               "training subset.", unit="nats"),
+               "training subset.", unit="nats", column_source="trainer"),
     MetricInfo("train_eval_accuracy", "training", "Accuracy of the final model in eval mode on its whole clean "
-               "training subset (the trainer's record).", unit="fraction"),
+               "training subset (the trainer's record).", unit="fraction", column_source="trainer"),
     MetricInfo("test_error", "derived", "1 - test accuracy.", title="Test error", better="lower", unit="fraction",
-               error_of="test_accuracy"),
+               error_of="test_accuracy", column_source=None),
     MetricInfo("corruption_error", "derived", "100 - corruption accuracy (percent, like corruption accuracy).",
-               title="Corruption error (%)", better="lower", unit="percent", error_of="corruption_accuracy"),
+               title="Corruption error (%)", better="lower", unit="percent", error_of="corruption_accuracy",
+               column_source=None),
 )
 
 

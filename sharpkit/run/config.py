@@ -5,10 +5,11 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..data.dataset_names import DatasetName, parse_dataset_name
 from ..data.datasets import DATASETS
 from ..data.datasets import data_root as default_data_root
 from ..data.loader import AUGMENTATIONS
@@ -86,10 +87,17 @@ class TrainConfig:
                 check_positive(name, value, integer=True)
 
     @property
+    def parsed_dataset(self) -> DatasetName:
+        """:attr:`dataset` parsed: its registered name and path (``dataset`` itself stays as given: the run id
+        hashes it). Raises ``ValueError`` for an empty name."""
+        return parse_dataset_name(self.dataset)
+
+    @property
     def uses_sam(self) -> bool:
-        """Whether SAM is actually applied (False for the reproduced weight-decay+SAM bug)."""
+        """Whether SAM is actually applied (False for the reproduced weight-decay+SAM bug, which CIFAR-10
+        spelt ``cifar10`` has: see :attr:`~sharpkit.data.dataset_names.DatasetName.exact_base`)."""
         return self.sam and not (self.reproduce_wd_sam_bug and self.control == "weight_decay_sam"
-                                 and self.dataset.split(":")[0] == "cifar10")
+                                 and self.parsed_dataset.exact_base == "cifar10")
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a dict; fields in ``OPTIONAL_FIELDS`` only when they differ from their
@@ -147,13 +155,10 @@ def make_train_config(arch: str, dataset: str, control: str, seed: int, **overri
     values.update(overrides)
     if values["augmentation"] == "auto":
         # The protocol's augmentation depends on the image size: TinyImageNet (64 px) gets
-        # RandomResizedCrop, everything else the CIFAR crop+flip.
-        values["augmentation"] = "resized_crop_flip" if dataset.split(":")[0] == "tinyimagenet" else "crop_flip"
+        # RandomResizedCrop, everything else the CIFAR crop+flip (as the recipe, by the name spelt as registered).
+        tiny = parse_dataset_name(dataset).exact_base == "tinyimagenet"
+        values["augmentation"] = "resized_crop_flip" if tiny else "crop_flip"
     return TrainConfig(arch=arch, dataset=dataset, control=control, seed=seed, **values)
-
-
-def with_overrides(config: TrainConfig, **changes: Any) -> TrainConfig:
-    return replace(config, **changes)
 
 
 def check_overrides_apply(control: str, overrides: Mapping[str, Any]) -> None:
@@ -172,13 +177,16 @@ def check_overrides_apply(control: str, overrides: Mapping[str, Any]) -> None:
 # are; what changes is where a relative path is looked for.
 
 
-def _dataset_path(dataset: str) -> tuple[str, str] | None:
-    """``(name, path)`` of a registered dataset name that takes a path and has one; None otherwise."""
-    base, sep, path = dataset.strip().partition(":")
-    spec = DATASETS.get(base.strip().lower())
-    if not sep or spec is None or spec.path == "none" or not path.strip():
+def _dataset_path(dataset: str) -> tuple[DatasetName, str] | None:
+    """``(parsed name, path)`` of a registered dataset name that takes a path and has one; None otherwise."""
+    try:
+        name = parse_dataset_name(dataset)
+    except ValueError:  # no name at all: left for the dataset's loader to report
         return None
-    return base.strip(), path.strip()
+    spec = DATASETS.get(name.base)
+    if spec is None or spec.path == "none" or name.path is None:
+        return None
+    return name, name.path
 
 
 def _join(folder: str | os.PathLike, path: str) -> Path:
@@ -196,7 +204,7 @@ def absolute_dataset(dataset: str) -> str:
         return dataset
     name, path = found
     here = _join(os.getcwd(), path)
-    return f"{name}:{here}" if not os.path.isabs(path) and here.exists() else dataset
+    return name.with_path(str(here)) if not os.path.isabs(path) and here.exists() else dataset
 
 
 def locate_dataset(dataset: str, trained_in: str | os.PathLike | None = None,
@@ -219,8 +227,8 @@ def locate_dataset(dataset: str, trained_in: str | os.PathLike | None = None,
     places.append(("the data root", os.fspath(default_data_root(data_root))))
     for _, folder in places:
         if _join(folder, path).exists():
-            return dataset if folder == os.getcwd() else f"{name}:{_join(folder, path)}"
-    if name.lower() != "npz":
+            return dataset if folder == os.getcwd() else name.with_path(str(_join(folder, path)))
+    if name.base != "npz":
         return dataset
     looked = "; ".join(f"{_join(folder, path)} ({label})" for label, folder in places)
     unknown = "" if trained_in is not None else " (its record predates the field `cwd`: it does not say where that was)"
@@ -235,7 +243,9 @@ def locate_run_dataset(run_dir: str | os.PathLike, data_root: str | os.PathLike 
     data by when it differs from the one in its config; None when that one does (or the run has no readable
     record, which the evaluation then reports)."""
     try:
-        record = json.loads((Path(run_dir) / "result.json").read_text())
+        from .checkpoint import RESULT_FILE  # it imports this module
+
+        record = json.loads((Path(run_dir) / RESULT_FILE).read_text())
         dataset = record["config"]["dataset"]
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..data.dataset_names import parse_dataset_name
 from ..utils.validation import check_choice
 
 
@@ -86,6 +87,6 @@ RECIPES: dict[str, Recipe] = {
 
 def recipe_for(dataset: str) -> Recipe:
     """The recipe of a dataset name. CIFAR-10's recipe serves every dataset the paper does not use
-    (``digits``, ``npz:...``), since those are CIFAR-10-like stand-ins."""
-    base = dataset.split(":", 1)[0]
-    return RECIPES.get(base, RECIPES["cifar10"])
+    (``digits``, ``npz:...``), since those are CIFAR-10-like stand-ins, and every name not spelt as
+    registered (``CIFAR100``; see :attr:`~sharpkit.data.dataset_names.DatasetName.exact_base`)."""
+    return RECIPES.get(parse_dataset_name(dataset).exact_base, RECIPES["cifar10"])

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -49,7 +48,6 @@ from ..utils.io import (
     DamagedFileError,
     check_writable,
     digest_mismatches,
-    load_torch,
     make_temp_dir,
     read_json_object,
     remove_stale_temp_files,
@@ -59,6 +57,7 @@ from ..utils.io import (
 from ..utils.locks import folder_lock
 from ..utils.provenance import provenance
 from ..utils.validation import check_choice, check_positive
+from .checkpoint import RESULT_FILE, read_finished
 from .config import TrainConfig
 from .train import TRAIN_LOCK, _size_kwargs, resolve_device
 
@@ -241,9 +240,9 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[T
             the fix.
     """
     run = Path(run_dir)
-    result_path = run / "result.json"
+    result_path = run / RESULT_FILE
     if not result_path.exists():
-        raise FileNotFoundError(f"No result.json in {run}: train the run first (sharpkit train ... --out {run}).")
+        raise FileNotFoundError(f"No {RESULT_FILE} in {run}: train the run first (sharpkit train ... --out {run}).")
     retrain = "Train the run again into a fresh folder (sharpkit train ... --out NEW_FOLDER) and evaluate that."
     record = read_json_object(result_path, retrain)
     if record.get("status") != "ok":
@@ -259,54 +258,11 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu") -> tuple[T
         raise DamagedFileError(result_path, f"it lacks the field {'config' if 'config' not in record else 'data'!r}",
                                retrain)
     config = TrainConfig.from_dict(record["config"])
-    ckpt_path = run / "checkpoint.pt"
-    ckpt = load_torch(ckpt_path, map_location=device, fix=retrain)
-    _check_checkpoint_matches(ckpt, ckpt_path, record, result_path, config)
-    state = ckpt["model"]
+    state = read_finished(run, record, config, device, fix=retrain)  # refuses a checkpoint of another training
     data = record["data"]
     model = build_model(config.arch, num_classes=data["num_classes"], **_size_kwargs(config, data["image_size"]))
     model.load_state_dict(state)
     return config, model.to(device).eval(), record
-
-
-def _config_dict(data: Any) -> Any:
-    """A config dict as the current TrainConfig writes it (defaults of fields added since filled in)."""
-    try:
-        return TrainConfig.from_dict(data).to_dict()
-    except (TypeError, ValueError, KeyError, AttributeError):
-        return data
-
-
-def _check_checkpoint_matches(ckpt: dict[str, Any], ckpt_path: Path, record: dict[str, Any], result_path: Path,
-                              config: TrainConfig) -> None:
-    """Raise unless the checkpoint is the finished training that ``record`` describes (the trainer writes both
-    at the end of a run: the same config, status and final metrics)."""
-    problems = []
-    if "config" in ckpt:
-        stored = _config_dict(json.loads(ckpt["config"]))
-        recorded = config.to_dict()
-        if stored != recorded:
-            keys = sorted(k for k in set(stored) | set(recorded) if stored.get(k) != recorded.get(k))
-            problems.append("config: " + ", ".join(f"{k} {stored.get(k)!r} in the checkpoint, {recorded.get(k)!r} "
-                                                    "in the record" for k in keys))
-    status = ckpt.get("status")
-    if status is not None and status != record.get("status"):
-        progress = f" at epoch {ckpt.get('epoch')} of {config.epochs}" if status == "running" else ""
-        problems.append(f"status {status!r}{progress} in the checkpoint, {record.get('status')!r} in the record")
-    if not problems and "result_metrics" in ckpt:
-        metrics = {k: v for k, v in json.loads(ckpt["result_metrics"]).items()
-                   if isinstance(v, float) and np.isfinite(v)}
-        recorded = record.get("metrics", {})
-        keys = sorted(k for k in set(metrics) | set(recorded) if metrics.get(k) != recorded.get(k))
-        if keys:
-            problems.append("final metrics: " + ", ".join(f"{k} {metrics.get(k)!r} in the checkpoint, "
-                                                          f"{recorded.get(k)!r} in the record" for k in keys))
-    if problems:
-        raise ValueError(
-            f"{ckpt_path} does not belong to {result_path} ({'; '.join(problems)}): the metrics would describe "
-            "another model than the one the record names. Put back the checkpoint that was written with this "
-            "result.json, or train the run again into a fresh folder (sharpkit train ... --out NEW_FOLDER) and "
-            "evaluate that.")
 
 
 def beyond_measures(model: torch.nn.Module, batches: list, settings: EvalSettings, wanted: set[str],
@@ -369,8 +325,8 @@ def evaluate_run(run_dir: str | Path, settings: EvalSettings = EvalSettings(), *
     """
     device = resolve_device(device)
     run = Path(run_dir)
-    if not (run / "result.json").exists():
-        raise FileNotFoundError(f"No result.json in {run}: train the run first (sharpkit train ... --out {run}).")
+    if not (run / RESULT_FILE).exists():
+        raise FileNotFoundError(f"No {RESULT_FILE} in {run}: train the run first (sharpkit train ... --out {run}).")
     # Before any metric is computed: the record is rewritten at the end.
     check_writable(run, "the run's metrics", "copy the run folder somewhere writable and evaluate the copy; nothing "
                    "was computed")
@@ -458,5 +414,5 @@ def _evaluate_locked(run: Path, settings: EvalSettings, data_root: str | None, d
     evaluation["settings"] = settings.to_dict()
     evaluation["provenance"] = provenance(device)
     record["evaluation"] = evaluation
-    write_json(run / "result.json", sign_record(record))
+    write_json(run / RESULT_FILE, sign_record(record))
     return values

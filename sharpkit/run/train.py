@@ -8,6 +8,10 @@ Files written to the run directory ``out``:
 - ``result.json``: status (``ok`` / ``diverged``), final metrics, the full config, the hash of the initial
   weights and provenance (git commit, versions, hardware, wall time).
 
+Their names, the checkpoint's keys and the log's format live in :mod:`sharpkit.run.checkpoint`. :func:`train`
+is a short orchestration: set up (:func:`_setup`), resume (:func:`_resume`), the epochs left
+(:func:`_train_epoch`, one :func:`_train_step` per batch, :func:`_record_epoch`), then the end (:func:`_record`).
+
 A run is ``diverged`` (in the epoch where it happened, with no metrics) when a training loss of any step,
 a weight or buffer at the end of an epoch, a test loss or the final eval-mode training loss is not finite.
 A damaged checkpoint is kept aside (``checkpoint.pt.corrupt-<time>``) and the run trained again; a damaged
@@ -21,13 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -40,19 +42,20 @@ from ..data import DeviceLoader, ImageDataset, load_clean, subset_indices
 from ..data.loader import derived_generator
 from ..models import build_model
 from ..optim import ASAM, SAM, AverageSAM, fam_penalty, kwon_param_groups
-from ..utils.io import (
-    DamagedFileError,
-    check_writable,
-    load_torch,
-    remove_stale_temp_files,
-    save_torch,
-    sign_record,
-    write_json,
-    write_text,
-)
+from ..utils.io import check_writable, load_torch, remove_stale_temp_files, save_torch, sign_record, write_json
 from ..utils.locks import folder_lock
 from ..utils.provenance import provenance, utc_now
 from ..utils.seeding import seed_everything
+from .checkpoint import (
+    CHECKPOINT_FILE,
+    RESULT_FILE,
+    check_same_config,
+    load_for_resume,
+    restore_log,
+    restore_rng,
+)
+from .checkpoint import save_checkpoint as _save_checkpoint  # looked up at each call: tests replace it
+from .checkpoint import write_log as _write_log
 from .config import TrainConfig
 
 RESULT_SCHEMA_VERSION = 1
@@ -161,7 +164,8 @@ def _training_loss(config: TrainConfig, model: torch.nn.Module, x: torch.Tensor,
     return loss + config.fam_strength * penalty, loss, logits
 
 
-def _make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer):
+def _make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer
+                    ) -> torch.optim.lr_scheduler.LRScheduler | None:
     if config.scheduler == "cosine":
         # T_max counts scheduler steps; with scheduler_step="batch" this is the authors' bug
         # (the rate cycles every 2 * T_max batches instead of decaying once over training).
@@ -251,17 +255,68 @@ TRAIN_LOCK = ".train.lock"  # in the run folder, held while a process trains int
 
 def _train(config: TrainConfig, out: Path, data_root: str | None, init_dir: str | Path | None,
            device: str | torch.device | None, progress: bool, dataset: ImageDataset | None) -> TrainResult:
+    """The training into the locked folder ``out``: set up, resume, train the epochs left, record."""
+    run = _setup(config, out, data_root, init_dir, device, dataset)
+    state = _resume(run)
+    if state.status != "running":  # already finished: report it, rewrite result.json only if lost
+        if (out / RESULT_FILE).exists():
+            return _result_of(out, state.status, state.log, state.metrics)
+        return _finish(run, state, state.wall_before)
+    state.t_start = time.perf_counter()
+    bar = tqdm(range(state.epoch, config.epochs), initial=state.epoch, total=config.epochs, disable=not progress,
+               desc=f"{config.arch}/{config.control}/seed{config.seed}", unit="epoch")
+    for epoch in bar:
+        entry = _train_epoch(run, epoch)
+        if entry is None:
+            state.status, state.diverged_epoch = "diverged", epoch + 1
+            state.log.append(_diverged_entry(epoch + 1))
+            break
+        _record_epoch(run, state, entry, bar)
+    bar.close()
+    return _record(run, state)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What a training works with, made once by :func:`_setup`."""
+
+    config: TrainConfig
+    out: Path  # the run folder
+    device: torch.device
+    data: ImageDataset
+    train_loader: DeviceLoader
+    test_loader: DeviceLoader
+    init: dict[str, torch.Tensor]  # the initial weights (their digest goes into the record)
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    autocast: torch.autocast  # of the training steps: bf16 when config.bf16, else disabled
+
+
+@dataclass
+class _Progress:
+    """Where a training stands: what its checkpoint holds of it, and this process's clock."""
+
+    epoch: int = 0  # epochs trained (the index of the next)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    wall_before: float = 0.0  # seconds trained by the processes before this one
+    started: str | None = None  # when the first epoch started (UTC)
+    status: str = "running"  # "running" | "ok" | "diverged"
+    metrics: dict[str, float] = field(default_factory=dict)  # the record's final metrics, once finished
+    diverged_epoch: int | None = None
+    t_start: float = 0.0  # time.perf_counter() when this process began training
+
+    def wall(self) -> float:
+        """Seconds trained so far, by this process and the ones before it."""
+        return self.wall_before + time.perf_counter() - self.t_start
+
+
+def _setup(config: TrainConfig, out: Path, data_root: str | None, init_dir: str | Path | None,
+           device: str | torch.device | None, dataset: ImageDataset | None) -> _Run:
+    """Everything a training works with, made in the order that fixes its random draws: the seed, then the
+    data, the loaders, the shared initial weights, the model (on the device), optimizer and scheduler."""
     init_dir = Path(init_dir) if init_dir is not None else out.parent / "init"
-    # Before an epoch is spent: a read-only folder or a full disk is named now, not after the training.
-    check_writable(out, "the run's checkpoint and record", "pass --out with a folder elsewhere; nothing was trained")
-    check_writable(init_dir, "the shared initial weights",
-                   "pass --init-dir with a folder elsewhere; nothing was trained")
-    remove_stale_temp_files(out, init_dir)
-    device = resolve_device(device)
-    if config.bf16 and device.type not in ("cuda", "cpu"):
-        raise ValueError(f"bf16 autocast is offered on CUDA and CPU devices, not on {device.type!r}; "
-                         "turn bf16 off (--bf16 of `sharpkit train`, or the profile's train bf16) or use a cpu or cuda "
-                         "device.")
+    device = _check_before_work(config, out, init_dir, device)
     seed_everything(config.seed)
 
     data = dataset if dataset is not None else load_clean(config.dataset, root=data_root)
@@ -275,112 +330,156 @@ def _train(config: TrainConfig, out: Path, data_root: str | None, init_dir: str 
     optimizer = _make_optimizer(config, model)
     scheduler = _make_scheduler(config, optimizer)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
+    return _Run(config, out, device, data, train_loader, test_loader, init, model, optimizer, scheduler, autocast)
 
-    ckpt_path = out / "checkpoint.pt"
-    start_epoch, log, wall_before = 0, [], 0.0
-    ckpt = _load_checkpoint(ckpt_path, device)
-    if ckpt is not None:
-        if json.loads(ckpt["config"]) != config.to_dict():
-            raise ValueError(
-                f"{ckpt_path} belongs to a different config; refusing to mix two runs. Use another --out "
-                "directory or delete the old one."
-            )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng_cpu"])
-        if device.type == "cuda" and "rng_cuda" in ckpt:
-            torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
-        start_epoch, log, wall_before = int(ckpt["epoch"]), json.loads(ckpt["log"]), float(ckpt["wall_time_s"])
-        _restore_log(out, log)
-        started = ckpt["started"] or None
-        if ckpt["status"] != "running":  # already finished: report it, rewrite result.json only if lost
-            metrics: dict[str, float] = json.loads(ckpt["result_metrics"])
-            if (out / "result.json").exists():
-                return _result_of(out, config, ckpt["status"], log, metrics)
-            return _finish(out, config, ckpt["status"], log, metrics, init, wall_before, device, started,
-                           _data_info(data, train_loader, test_loader))
+
+def _check_before_work(config: TrainConfig, out: Path, init_dir: Path, device: str | torch.device | None
+                       ) -> torch.device:
+    """The device to train on, once it is known to run ``config`` and both folders to be writable (stale
+    temporary files of killed writers removed from them); raises before anything is trained."""
+    # Before an epoch is spent: a read-only folder or a full disk is named now, not after the training.
+    check_writable(out, "the run's checkpoint and record", "pass --out with a folder elsewhere; nothing was trained")
+    check_writable(init_dir, "the shared initial weights",
+                   "pass --init-dir with a folder elsewhere; nothing was trained")
+    remove_stale_temp_files(out, init_dir)
+    device = resolve_device(device)
+    if config.bf16 and device.type not in ("cuda", "cpu"):
+        raise ValueError(f"bf16 autocast is offered on CUDA and CPU devices, not on {device.type!r}; "
+                         "turn bf16 off (--bf16 of `sharpkit train`, or the profile's train bf16) or use a cpu or cuda "
+                         "device.")
+    return device
+
+
+# The warnings of a resume name the line of train() that called _train (the callee, _resume, _train, train).
+_WARN_IN_TRAIN = 4
+
+
+def _resume(run: _Run) -> _Progress:
+    """Where the run stands. From its checkpoint when there is a readable one: the model, optimizer, scheduler
+    and random state restored (so the epochs left are those of a run never stopped) and log.jsonl made the
+    checkpoint's log; otherwise at the first epoch, started now."""
+    path = run.out / CHECKPOINT_FILE
+    saved = load_for_resume(path, run.device, stacklevel=_WARN_IN_TRAIN)
+    if saved is None:
+        return _Progress(started=utc_now())
+    check_same_config(saved, path, run.config)
+    run.model.load_state_dict(saved.model)
+    run.optimizer.load_state_dict(saved.optimizer)
+    if run.scheduler is not None:
+        run.scheduler.load_state_dict(saved.scheduler)
+    restore_rng(saved, run.device)
+    restore_log(run.out, saved.log, stacklevel=_WARN_IN_TRAIN)
+    finished = saved.status != "running"
+    return _Progress(epoch=saved.epoch, log=saved.log, wall_before=saved.wall_time_s, started=saved.started,
+                     status=saved.status, metrics=saved.metrics if finished else {})
+
+
+@dataclass
+class _Tally:
+    """An epoch's running sums, kept on the device: one synchronisation per epoch instead of one per batch."""
+
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    seen: int
+    finite: torch.Tensor  # every step's objective so far finite
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> _Tally:
+        return cls(torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long), 0,
+                   torch.ones((), dtype=torch.bool, device=device))
+
+    def add(self, objective: torch.Tensor, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        # The objective (cross-entropy, plus FAM's penalty) is non-finite whenever the cross-entropy is.
+        self.finite &= torch.isfinite(objective.detach())
+        self.loss_sum += loss.detach() * y.numel()
+        self.correct += (logits.detach().argmax(1) == y).sum()
+        self.seen += y.numel()
+
+
+def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimisation step on the batch ``(x, y)`` (SAM's two passes for a SAM config), and the scheduler's
+    step when it steps per batch; returns the first pass's (objective, cross-entropy, logits)."""
+    config, model, optimizer = run.config, run.model, run.optimizer
+    with run.autocast:
+        objective, loss, logits = _training_loss(config, model, x, y)
+    objective.backward()
+    if config.uses_sam:
+        assert isinstance(optimizer, SAM)  # _make_optimizer: a SAM variant exactly when uses_sam
+        optimizer.first_step(zero_grad=True)
+        with run.autocast:
+            _training_loss(config, model, x, y)[0].backward()
+        optimizer.second_step(zero_grad=True)
     else:
-        started = utc_now()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    if run.scheduler is not None and config.scheduler_step == "batch":
+        run.scheduler.step()
+    return objective, loss, logits
 
-    t_start = time.perf_counter()
-    status, diverged_epoch = "running", None
-    bar = tqdm(range(start_epoch, config.epochs), initial=start_epoch, total=config.epochs, disable=not progress,
-               desc=f"{config.arch}/{config.control}/seed{config.seed}", unit="epoch")
-    for epoch in bar:
-        epoch_start = time.perf_counter()
-        model.train()
-        train_loader.set_epoch(epoch)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        finite = torch.ones((), dtype=torch.bool, device=device)
-        for x, y in train_loader:
-            with autocast:
-                objective, loss, logits = _training_loss(config, model, x, y)
-            objective.backward()
-            if config.uses_sam:
-                assert isinstance(optimizer, SAM)  # _make_optimizer: a SAM variant exactly when uses_sam
-                optimizer.first_step(zero_grad=True)
-                with autocast:
-                    _training_loss(config, model, x, y)[0].backward()
-                optimizer.second_step(zero_grad=True)
-            else:
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            if scheduler is not None and config.scheduler_step == "batch":
-                scheduler.step()
-            # Accumulate on the device; one synchronisation per epoch instead of per batch. The objective
-            # (cross-entropy, plus FAM's penalty) is non-finite whenever the cross-entropy is.
-            finite &= torch.isfinite(objective.detach())
-            loss_sum += loss.detach() * y.numel()
-            correct += (logits.detach().argmax(1) == y).sum()
-            seen += y.numel()
-        if scheduler is not None and config.scheduler_step == "epoch":
-            scheduler.step()
-        # Each loss is that of the weights before their step, so a finite last loss can hide the non-finite
-        # weights its step left (and SAM's second loss is not kept): the weights are read as well.
-        finished = bool(finite & _all_finite(model))  # synchronises with the device, so the time below is real
-        train_seconds = time.perf_counter() - epoch_start
-        entry = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen}
-        finished = finished and math.isfinite(entry["train_loss"])  # finite losses whose sum overflowed
-        if finished and ((epoch + 1) % config.test_every == 0 or epoch + 1 == config.epochs):
-            # Measured in float32 whatever the training precision: bf16 only speeds the optimisation steps.
-            test = evaluate(model, test_loader)
-            entry.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
-            finished = math.isfinite(test["loss"])  # finite but huge weights can still overflow the logits
-        if not finished:
-            status, diverged_epoch = "diverged", epoch + 1
-            log.append(_diverged_entry(epoch + 1))
-            break
-        entry.update({
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_seconds": train_seconds,  # the optimisation steps alone
-            "seconds": time.perf_counter() - epoch_start,  # including the test pass
-        })
-        log.append(entry)
-        bar.set_postfix(loss=f"{entry['train_loss']:.3f}", test_acc=f"{entry.get('test_accuracy', float('nan')):.3f}")
-        _write_log(out, log)
-        if epoch + 1 < config.epochs:
-            _save_checkpoint(ckpt_path, config, model, optimizer, scheduler, epoch + 1, log, "running", {},
-                             wall_before + time.perf_counter() - t_start, device, started)
-    bar.close()
 
-    metrics = {}
-    if status == "running":
-        metrics = _final_metrics(model, log[-1], train_eval_loader(config, data, device))
-        status = "ok" if metrics else "diverged"
-        if not metrics:
-            diverged_epoch = config.epochs
-            log[-1] = _diverged_entry(config.epochs)
-    _write_log(out, log)
-    wall = wall_before + time.perf_counter() - t_start
-    epoch_done = diverged_epoch - 1 if diverged_epoch else config.epochs
-    _save_checkpoint(ckpt_path, config, model, optimizer, scheduler, epoch_done, log, status, metrics, wall,
-                     device, started)
-    return _finish(out, config, status, log, metrics, init, wall, device, started,
-                   _data_info(data, train_loader, test_loader))
+def _train_epoch(run: _Run, epoch: int) -> dict[str, Any] | None:
+    """Train epoch ``epoch`` (from 0). Its log entry (with the test pass when one is due), or None when the run
+    diverged in it: a non-finite training loss, weight, buffer or test loss."""
+    epoch_start = time.perf_counter()
+    run.model.train()
+    run.train_loader.set_epoch(epoch)
+    tally = _Tally.zeros(run.device)
+    for x, y in run.train_loader:
+        tally.add(*_train_step(run, x, y), y)
+    if run.scheduler is not None and run.config.scheduler_step == "epoch":
+        run.scheduler.step()
+    # Each loss is that of the weights before their step, so a finite last loss can hide the non-finite
+    # weights its step left (and SAM's second loss is not kept): the weights are read as well.
+    finished = bool(tally.finite & _all_finite(run.model))  # synchronises with the device: the time below is real
+    train_seconds = time.perf_counter() - epoch_start
+    entry: dict[str, Any] = {"epoch": epoch + 1, "train_loss": tally.loss_sum.item() / tally.seen,
+                             "train_accuracy": tally.correct.item() / tally.seen}
+    finished = finished and math.isfinite(entry["train_loss"])  # finite losses whose sum overflowed
+    if finished and ((epoch + 1) % run.config.test_every == 0 or epoch + 1 == run.config.epochs):
+        # Measured in float32 whatever the training precision: bf16 only speeds the optimisation steps.
+        test = evaluate(run.model, run.test_loader)
+        entry.update(test_loss=test["loss"], test_accuracy=test["accuracy"])
+        finished = math.isfinite(test["loss"])  # finite but huge weights can still overflow the logits
+    if not finished:
+        return None
+    entry.update({
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "train_seconds": train_seconds,  # the optimisation steps alone
+        "seconds": time.perf_counter() - epoch_start,  # including the test pass
+    })
+    return entry
+
+
+def _record_epoch(run: _Run, state: _Progress, entry: dict[str, Any], bar: Any) -> None:
+    """Keep a trained epoch: its entry in the log and log.jsonl, then a checkpoint, unless it was the last one
+    (:func:`_record` saves that, with the run's status)."""
+    state.log.append(entry)
+    bar.set_postfix(loss=f"{entry['train_loss']:.3f}", test_acc=f"{entry.get('test_accuracy', float('nan')):.3f}")
+    _write_log(run.out, state.log)
+    if entry["epoch"] < run.config.epochs:
+        _save(run, state, entry["epoch"], state.wall())
+
+
+def _record(run: _Run, state: _Progress) -> TrainResult:
+    """The end of a training: the final metrics when every epoch ran (a non-finite final loss: diverged after
+    all), then log.jsonl, the last checkpoint and result.json, the record last."""
+    epochs = run.config.epochs
+    if state.status == "running":
+        state.metrics = _final_metrics(run.model, state.log[-1], train_eval_loader(run.config, run.data, run.device))
+        state.status = "ok" if state.metrics else "diverged"
+        if not state.metrics:
+            state.diverged_epoch = epochs
+            state.log[-1] = _diverged_entry(epochs)
+    _write_log(run.out, state.log)
+    wall = state.wall()
+    _save(run, state, state.diverged_epoch - 1 if state.diverged_epoch else epochs, wall)
+    return _finish(run, state, wall)
+
+
+def _save(run: _Run, state: _Progress, epoch: int, wall: float) -> None:
+    """Checkpoint the run after ``epoch`` epochs (:func:`sharpkit.run.checkpoint.save_checkpoint`)."""
+    _save_checkpoint(run.out / CHECKPOINT_FILE, run.config, run.model, run.optimizer, run.scheduler, epoch,
+                     state.log, state.status, state.metrics, wall, run.device, state.started)
 
 
 def _all_finite(model: torch.nn.Module) -> torch.Tensor:
@@ -407,80 +506,15 @@ def _final_metrics(model: torch.nn.Module, last: dict[str, Any], train_eval: Dev
     return metrics
 
 
-def _load_checkpoint(path: Path, device: torch.device) -> dict[str, Any] | None:
-    """The run's checkpoint; None when there is none, or when it is damaged: then it is kept beside (renamed,
-    never deleted) with a warning, and the run starts over, which ends bit-identical to a run never stopped."""
-    if not path.exists():
-        return None
-    try:
-        return load_torch(path, map_location=device)
-    except DamagedFileError as error:
-        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
-        os.replace(path, aside)
-        warnings.warn(f"{path} cannot be read: {error.reason}. Kept it as {aside.name} and training the run "
-                      "again from its first epoch.", stacklevel=3)
-        return None
-
-
-def _restore_log(out: Path, log: list[dict[str, Any]]) -> None:
-    """Make ``log.jsonl`` the log the checkpoint holds. The checkpoint is the authority: a crash between the
-    two writes leaves the file one epoch ahead (that epoch is trained again), and a file cut or damaged since
-    is rebuilt from it, with a warning."""
-    path = out / "log.jsonl"
-    if path.is_file() and path.read_bytes() == _log_text(log).encode():
-        return
-    try:
-        for line in path.read_text().splitlines():
-            json.loads(line)
-    except FileNotFoundError:
-        pass
-    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
-        warnings.warn(f"{path} was damaged ({error}); rewrote it from {out / 'checkpoint.pt'}, which holds the "
-                      "same log.", stacklevel=3)
-    _write_log(out, log)
-
-
 def _epochs_and_divergence(log: list[dict[str, Any]]) -> tuple[int, int | None]:
     diverged = next((e["epoch"] for e in log if e.get("diverged")), None)
     return sum(1 for e in log if not e.get("diverged")), diverged
 
 
-def _result_of(out: Path, config: TrainConfig, status: str, log: list[dict[str, Any]],
-               metrics: dict[str, float]) -> TrainResult:
+def _result_of(out: Path, status: str, log: list[dict[str, Any]], metrics: dict[str, float]) -> TrainResult:
     epochs_completed, diverged_epoch = _epochs_and_divergence(log)
     return TrainResult(status=status, out_dir=out, epochs_completed=epochs_completed, metrics=metrics,
                        diverged_epoch=diverged_epoch)
-
-
-def _log_text(log: list[dict[str, Any]]) -> str:
-    return "".join(json.dumps(entry) + "\n" for entry in log)
-
-
-def _write_log(out: Path, log: list[dict[str, Any]]) -> None:
-    write_text(out / "log.jsonl", _log_text(log))
-
-
-def _save_checkpoint(path: Path, config: TrainConfig, model, optimizer, scheduler, epoch: int,
-                     log: list[dict[str, Any]], status: str, metrics: dict[str, float], wall: float,
-                     device: torch.device, started: str | None) -> None:
-    # Only tensors, numbers and strings, so the file loads with weights_only=True.
-    state: dict[str, Any] = {
-        "format": "sharpkit-checkpoint-1",
-        "config": json.dumps(config.to_dict(), sort_keys=True),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict() if scheduler is not None else {},
-        "epoch": epoch,
-        "log": json.dumps(log),
-        "status": status,
-        "result_metrics": json.dumps(metrics),
-        "wall_time_s": wall,
-        "started": started or "",
-        "rng_cpu": torch.get_rng_state(),
-    }
-    if device.type == "cuda":
-        state["rng_cuda"] = torch.cuda.get_rng_state(device)
-    save_torch(path, state)
 
 
 def _data_info(data: ImageDataset, train_loader: DeviceLoader, test_loader: DeviceLoader) -> dict[str, Any]:
@@ -488,30 +522,30 @@ def _data_info(data: ImageDataset, train_loader: DeviceLoader, test_loader: Devi
             "train_images": int(train_loader.labels.numel()), "test_images": int(test_loader.labels.numel())}
 
 
-def _finish(out: Path, config: TrainConfig, status: str, log: list[dict[str, Any]], metrics: dict[str, float],
-            init: dict[str, torch.Tensor], wall: float, device: torch.device, started: str | None,
-            data_info: dict[str, Any]) -> TrainResult:
-    epochs_completed, diverged_epoch = _epochs_and_divergence(log)
-    finite_metrics = {k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)}
+def _finish(run: _Run, state: _Progress, wall: float) -> TrainResult:
+    """Write the run's record, result.json (signed), for the finished ``state``; return what it says."""
+    config = run.config
+    epochs_completed, diverged_epoch = _epochs_and_divergence(state.log)
+    finite_metrics = {k: v for k, v in state.metrics.items() if isinstance(v, float) and math.isfinite(v)}
     record = {
         "schema_version": RESULT_SCHEMA_VERSION,
         "kind": "train",
-        "status": status,
+        "status": state.status,
         "diverged_epoch": diverged_epoch,
         "epochs_completed": epochs_completed,
         "config": config.to_dict(),
         "config_hash": config.config_hash(),
         # What relative paths in the config (npz:PATH) resolve against: `sharpkit evaluate` finds them after a cd.
         "cwd": os.getcwd(),
-        "data": data_info,
+        "data": _data_info(run.data, run.train_loader, run.test_loader),
         "uses_sam": config.uses_sam,
         "metrics": finite_metrics,
-        "init_sha256": state_digest(init),
+        "init_sha256": state_digest(run.init),
         "wall_time_s": wall,
-        "started": started,
+        "started": state.started,
         "finished": utc_now(),
         "sharpkit_version": __version__,
-        "provenance": provenance(device),
+        "provenance": provenance(run.device),
     }
-    write_json(out / "result.json", sign_record(record))  # digests of its values (validate_run_record)
-    return _result_of(out, config, status, log, finite_metrics)
+    write_json(run.out / RESULT_FILE, sign_record(record))  # digests of its values (validate_run_record)
+    return _result_of(run.out, state.status, state.log, finite_metrics)

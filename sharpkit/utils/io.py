@@ -22,6 +22,7 @@ import pickle
 import re
 import shutil
 import socket
+import struct
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -363,8 +364,9 @@ def digest_mismatches(record: dict[str, Any]) -> list[str] | None:
 
 # What torch.load raises for bytes it cannot parse, by where they stop making sense: EOFError (an empty file),
 # RuntimeError (no zip directory: cut short), OSError EINVAL (a record cut short), IndexError/KeyError (random
-# bytes read as a legacy pickle), UnpicklingError (weights_only refusing what is not tensors and numbers).
-_UNREADABLE = (EOFError, RuntimeError, OSError, IndexError, KeyError, pickle.UnpicklingError)
+# bytes read as a legacy pickle), struct.error (a few bytes too short for a legacy header), UnpicklingError
+# (weights_only refusing what is not tensors and numbers).
+_UNREADABLE = (EOFError, RuntimeError, OSError, IndexError, KeyError, struct.error, pickle.UnpicklingError)
 
 
 def load_torch(path: str | os.PathLike, map_location: str | torch.device = "cpu",

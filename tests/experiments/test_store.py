@@ -219,3 +219,18 @@ def test_a_cell_file_or_sweep_json_that_is_not_an_object_is_named_with_the_fix(t
     store.sweep_file.write_text(content)
     with pytest.raises(StoreError, match=r"sweep\.json holds a JSON .*runs in it are intact"):
         load_sweep_info(store.root)
+
+
+def test_every_column_of_the_stored_frames_is_a_result_column():
+    """RESULT_COLUMNS (derived from the registry's column sources) names every column a frame of stored runs
+    has, and is exactly the columns of an empty store's frame."""
+    from pathlib import Path
+
+    from sharpkit.experiments.store import RESULT_COLUMNS, load_results
+    from sharpkit.metrics.registry import metric_names
+
+    results = Path(__file__).resolve().parents[2] / "results"
+    for profile in ("cifar10-minima", "beyond-digits"):
+        assert set(load_results(results, profile).columns) <= set(RESULT_COLUMNS), profile
+    assert set(metric_names(column_source="trainer")) | {"prediction_disagreement"} <= set(RESULT_COLUMNS)
+    assert not set(metric_names(group="derived")) & set(RESULT_COLUMNS)

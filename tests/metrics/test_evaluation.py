@@ -73,6 +73,8 @@ def test_disagreement_by_hand():
     assert ordered.n_pairs == 6
     assert ordered.mean == pytest.approx(1 / 3)
     assert ordered.sem == pytest.approx(std / math.sqrt(6))
+    # each model against the other two: a (1/4 + 2/4) / 2, b (1/4 + 1/4) / 2, c (2/4 + 1/4) / 2
+    assert ordered.per_model == pytest.approx((3 / 8, 1 / 4, 3 / 8)) and unordered.per_model == ordered.per_model
     # logits give the same as their argmax
     logits = [torch.nn.functional.one_hot(v, 4).double() for v in (a, b, c)]
     assert prediction_disagreement(logits) == ordered

@@ -31,8 +31,6 @@ NAMES = frozenset(REGISTRY)
 ALLOWED = {
     ("metrics/__init__.py", "PAPER_CONVENTIONS"): "keyword arguments by function name (relative_flatness_exact "
                                                   "is no metric): how the paper's code calls a function",
-    ("experiments/store.py", "RESULT_COLUMNS"): "the frame's column order, owned by the store (issue 15 part 3 "
-                                                "reworks the store; derive it there)",
 }
 
 

@@ -342,8 +342,8 @@ def test_a_cut_log_is_rebuilt_from_the_checkpoint(digits, tmp_path):
     assert result.status == "ok" and log_path.read_text() == whole
 
 
-@pytest.mark.parametrize("content", [b"", b"not a checkpoint\n", bytes(range(256)) * 20, "cut"],
-                         ids=["empty", "text", "random-bytes", "cut-short"])
+@pytest.mark.parametrize("content", [b"", b"junk", b"not a checkpoint\n", bytes(range(256)) * 20, "cut"],
+                         ids=["empty", "few-bytes", "text", "random-bytes", "cut-short"])
 def test_load_torch_names_a_damaged_file_and_never_advises_weights_only_false(tmp_path, content):
     from sharpkit.utils.io import DamagedFileError, save_torch
 
