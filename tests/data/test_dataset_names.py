@@ -20,7 +20,7 @@ from sharpkit.analysis.names import DATASET_NAMES, dataset_name
 from sharpkit.analysis.report import PAPER_DATASETS, paper_dataset
 from sharpkit.data.dataset_names import DatasetName, parse_dataset_name
 from sharpkit.data.datasets import DATASETS, _name_forms, load_dataset
-from sharpkit.experiments import sweep
+from sharpkit.experiments import dry_run
 from sharpkit.experiments.profiles import Profile, ProfileError, get_profile
 from sharpkit.run import config as run_config
 from sharpkit.run.config import TrainConfig, make_train_config
@@ -105,18 +105,18 @@ def old_profile_base(dataset):
 
 
 def old_train_size(dataset):
-    """sharpkit/experiments/sweep.py _train_size (without a train subset)."""
+    """sharpkit/experiments/sweep.py _train_size (now in dry_run.py) (without a train subset)."""
     name = dataset.split(":", 1)
     if name[0] == "npz":
         with np.load(name[1], mmap_mode="r") as data:
             return int(data["y_train"].shape[0])
-    return sweep.KNOWN_TRAIN_SIZES.get(name[0], 50_000)
+    return dry_run.KNOWN_TRAIN_SIZES.get(name[0], 50_000)
 
 
 def old_step_time_shape(dataset):
     """sharpkit/experiments/sweep.py measure_step_time: the image size and number of classes it probes."""
     base = dataset.split(":")[0]
-    return sweep.KNOWN_IMAGE_SIZES.get(base, 32), sweep.KNOWN_CLASSES.get(base, 10)
+    return dry_run.KNOWN_IMAGE_SIZES.get(base, 32), dry_run.KNOWN_CLASSES.get(base, 10)
 
 
 def old_dataset_name(dataset):
@@ -296,13 +296,13 @@ def test_the_dry_run_sizes_the_same_data(name, tmp_path, monkeypatch):
     for file in ("x.npz", "cifar100.npz"):
         np.savez(tmp_path / "data" / file, y_train=np.zeros(7, np.int64))
     config = TrainConfig("resnet18", name, "baseline", 0)
-    new, old = outcome(sweep._train_size, config), outcome(old_train_size, name)
+    new, old = outcome(dry_run._train_size, config), outcome(old_train_size, name)
     if isinstance(old, type):  # an error stays an error ('npz' alone: IndexError before, FileNotFoundError now)
         assert isinstance(new, type) and issubclass(new, Exception)
     else:
         assert new == old
     base = config.parsed_dataset.exact_base  # the line of measure_step_time
-    assert (sweep.KNOWN_IMAGE_SIZES.get(base, 32), sweep.KNOWN_CLASSES.get(base, 10)) == old_step_time_shape(name)
+    assert (dry_run.KNOWN_IMAGE_SIZES.get(base, 32), dry_run.KNOWN_CLASSES.get(base, 10)) == old_step_time_shape(name)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -317,7 +317,7 @@ def test_spaces_around_a_path_are_dropped_as_load_dataset_drops_them(tmp_path, m
     np.savez(tmp_path / "data" / "x.npz", y_train=np.zeros(7, np.int64))
     # Before: the dry run opened " data/x.npz" (FileNotFoundError), and the reader saw "x.npz " and CIFAR-10.
     assert outcome(old_train_size, "npz: data/x.npz") is FileNotFoundError
-    assert sweep._train_size(TrainConfig("resnet18", "npz: data/x.npz", "baseline", 0)) == 7
+    assert dry_run._train_size(TrainConfig("resnet18", "npz: data/x.npz", "baseline", 0)) == 7
     assert (old_dataset_name("npz:data/x.npz "), dataset_name("npz:data/x.npz ")) == ("x.npz ", "x")
     assert (old_paper_dataset("npz: cifar100.npz"), paper_dataset("npz: cifar100.npz")) == (
         "cifar10", "cifar100")
@@ -336,7 +336,7 @@ def test_no_name_raises_where_a_default_was_guessed(name):
     """The call sites that guessed CIFAR-10 (its recipe, 50,000 images) for an empty name now say it is none;
     load_dataset and the profiles refused these names already, and the reader's name shows them as they are."""
     for call in (recipe_for, lambda n: make_train_config("resnet18", n, "baseline", 0),
-                 lambda n: sweep._train_size(TrainConfig("resnet18", n, "baseline", 0)), paper_dataset):
+                 lambda n: dry_run._train_size(TrainConfig("resnet18", n, "baseline", 0)), paper_dataset):
         with pytest.raises(ValueError, match="Expected a dataset name"):
             call(name)
     assert dataset_name(name) == old_dataset_name(name) == name

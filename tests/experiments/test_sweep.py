@@ -151,13 +151,13 @@ def test_stored_records_are_signed_and_a_hand_edited_metric_is_named(reference, 
 
 
 def test_a_read_only_results_folder_is_reported_before_any_run(tmp_path, monkeypatch, make_read_only):
-    import sharpkit.experiments.sweep as sweep_module
+    import sharpkit.experiments.job as job_module  # the executors call job.run_one
     from sharpkit.cli import main
 
     def no_run(*_, **__):
         raise AssertionError("a run started")
 
-    monkeypatch.setattr(sweep_module, "run_one", no_run)
+    monkeypatch.setattr(job_module, "run_one", no_run)
     results = tmp_path / "results"
     results.mkdir()
     make_read_only(results)
@@ -404,16 +404,16 @@ def test_reuse_needs_the_same_config_and_arithmetic_and_survives_a_crash_after_t
 
 
 def test_trainings_are_looked_for_in_every_default_profile_cache_but_only_in_an_explicit_one(tmp_path, monkeypatch):
-    from sharpkit.experiments.sweep import _work_roots
+    from sharpkit.experiments.reuse import search_roots
 
     monkeypatch.setenv("SHARPKIT_CACHE", str(tmp_path / "runs"))
     for name in ("cifar10-mini", "beyond-cifar10", "smoke"):
         (tmp_path / "runs" / name / "work").mkdir(parents=True)
     own = tmp_path / "runs" / "beyond-cifar10"
-    assert _work_roots(own) == [own / "work", tmp_path / "runs" / "cifar10-mini" / "work",
+    assert search_roots(own) == [own / "work", tmp_path / "runs" / "cifar10-mini" / "work",
                                 tmp_path / "runs" / "smoke" / "work"]
     explicit = tmp_path / "elsewhere" / "mine"
-    assert _work_roots(explicit) == [explicit / "work"]
+    assert search_roots(explicit) == [explicit / "work"]
 
 
 def test_every_record_of_a_sweep_names_the_code_it_started_with(tmp_path, monkeypatch):
@@ -448,10 +448,10 @@ def test_every_record_of_a_sweep_names_the_code_it_started_with(tmp_path, monkey
 def test_each_invocation_is_journalled_after_every_run_even_when_killed(tmp_path, monkeypatch):
     """sweep.json records an invocation as soon as it starts and after every finished run, so a sweep that
     dies (here: its third run raises) still shows the runs and the wall time it did."""
-    import sharpkit.experiments.sweep as sweep_module
+    import sharpkit.experiments.job as job_module  # the executors call job.run_one
 
     calls = []
-    real = sweep_module.run_one
+    real = job_module.run_one
 
     def dies_on_the_third(*args, **kwargs):
         calls.append(1)
@@ -459,13 +459,13 @@ def test_each_invocation_is_journalled_after_every_run_even_when_killed(tmp_path
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sweep_module, "run_one", dies_on_the_third)
+    monkeypatch.setattr(job_module, "run_one", dies_on_the_third)
     with pytest.raises(KeyboardInterrupt):
         sweep(micro_profile(), tmp_path / "results", cache_dir=tmp_path / "cache", progress=False, log=lambda *_: None)
     (entry,) = load_sweep_info(tmp_path / "results", "micro")["sweeps"]
     assert entry["status"] == "running" and entry["ran"] == 2 and entry["pending"] == 4 and entry["wall_time_s"] > 0
     assert entry["pid"] == os.getpid() and "host" in entry  # so that a later sweep can tell it is gone
-    monkeypatch.setattr(sweep_module, "run_one", real)
+    monkeypatch.setattr(job_module, "run_one", real)
     messages = []
     sweep(micro_profile(), tmp_path / "results", cache_dir=tmp_path / "cache", progress=False, log=messages.append)
     first, second = load_sweep_info(tmp_path / "results", "micro")["sweeps"]
@@ -563,7 +563,7 @@ def test_verify_on_other_arithmetic_checks_in_distribution(reference, tmp_path):
 def test_in_distribution_check_accepts_a_seed_like_value_and_rejects_an_outlier():
     import numpy as np
 
-    from sharpkit.experiments.sweep import _in_distribution
+    from sharpkit.experiments.verify import _in_distribution
 
     rng = np.random.default_rng(0)
     seeds = {"test_accuracy": list(0.40 + 0.01 * rng.standard_normal(9)), "train.train_loss": [0.01] * 9}

@@ -176,7 +176,8 @@ def test_one_result_type():
                          ("values", "vectors", "residuals", "iterations", "restarts")),
         M.Asymmetry: (M.asymmetry_factor(net, loader, 0.5, directions=2),
                       ("ratios", "increases_plus", "increases_minus", "base_loss", "mu")),
-        M.Disagreement: (M.prediction_disagreement([logits, logits.flip(1), -logits]), ("mean", "n_pairs", "per_model")),
+        M.Disagreement: (M.prediction_disagreement([logits, logits.flip(1), -logits]),
+                         ("mean", "n_pairs", "per_model")),
     }
     for cls, (result, attributes) in results.items():
         assert type(result) is cls and isinstance(result, M.Measurement)

@@ -53,11 +53,11 @@ def test_older_records_are_compared_on_what_they_hold():
 
 
 def test_a_training_here_matches_its_own_provenance():
-    from sharpkit.experiments.sweep import _same_arithmetic
+    from sharpkit.experiments.reuse import same_arithmetic
 
     here = provenance()
-    assert _same_arithmetic(here, torch.device("cpu"), torch.get_num_threads())
-    assert not _same_arithmetic(here, torch.device("cpu"), torch.get_num_threads() + 1)
+    assert same_arithmetic(here, torch.device("cpu"), torch.get_num_threads())
+    assert not same_arithmetic(here, torch.device("cpu"), torch.get_num_threads() + 1)
 
 
 def test_cuda_only_variables_do_not_count_on_a_cpu():
