@@ -4,7 +4,8 @@ Every test belongs to one tier, decided here by where it lives (tests mirror the
 what a test exercises), unless it carries a tier marker itself:
 
 - ``book``: everything under ``tests/book/`` (executes notebooks, builds the site, loads it in Chromium);
-- ``sweep``: tests that run whole sweeps or check the stored grids (``tests/experiments/test_sweep.py``,
+- ``sweep``: tests that run whole sweeps or check the stored grids (``tests/experiments/test_sweep.py`` and
+  the tests of its parts: ``test_verify``, ``test_reuse``, ``test_executors``, ``test_threads``, ``test_dry_run``;
   ``tests/experiments/test_minima_results.py``);
 - ``slow``: builds and installs the wheel in a fresh virtual environment (marked in the test itself);
 - ``unit``: the rest, the fast tier of ``make test-fast``.
@@ -26,6 +27,11 @@ ROOT = Path(__file__).resolve().parent
 TIER_BY_PATH = {
     "tests/book/": "book",
     "tests/experiments/test_sweep.py": "sweep",
+    "tests/experiments/test_verify.py": "sweep",
+    "tests/experiments/test_reuse.py": "sweep",
+    "tests/experiments/test_executors.py": "sweep",
+    "tests/experiments/test_threads.py": "sweep",
+    "tests/experiments/test_dry_run.py": "sweep",
     "tests/experiments/test_minima_results.py": "sweep",
 }
 TIERS = ("unit", "sweep", "book", "slow")
