@@ -21,21 +21,13 @@ import pandas as pd
 
 from ..experiments.layout import StoreLayout
 from ..metrics.registry import PAPER_SHARPNESS_METRICS, TABLE_EVALUATIONS, metric_names
+from .claims import paper_claims
+from .convergence import convergence, convergence_sentences
 from .display import Box, Html, csv_download, styled
 from .names import arch_name, claim_name, dataset_name, profile_name
-from .report import (
-    DISPLAY_LABELS,
-    METRIC_TITLES,
-    ResultsTable,
-    accuracy_levels,
-    convergence,
-    convergence_sentences,
-    paper_claims,
-    paper_dataset,
-    paper_tables_index,
-    results_table,
-)
+from .paper import accuracy_levels, paper_dataset, paper_tables_index
 from .stats import control_tests, kendall_tau_grid, mean_sem
+from .tables import DISPLAY_LABELS, METRIC_TITLES, ResultsTable, results_table
 from .verdict import ALPHA, regime, tested_claims
 
 __all__ = [
@@ -534,7 +526,7 @@ def tau_reading(grid: pd.DataFrame, labels: Mapping[str, str] | None = None) -> 
 def load_sweeps(results_dir: str | Path, profiles: Sequence[str]) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """The finished runs of each profile (evaluations also as errors, :func:`sharpkit.analysis.report.with_errors`),
     and a sentence for each profile left out (no runs, or every run diverged)."""
-    from .report import with_errors
+    from .measures import with_errors
 
     sweeps, notes = {}, []
     for profile in profiles:

@@ -21,18 +21,13 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from .claims import claims, paper_claims
+from .convergence import convergence
 from .display import Box
 from .names import CLAIM_NAMES, arch_name, dataset_name, profile_name
-from .report import (
-    METRIC_TITLES,
-    accuracy_levels,
-    claims,
-    convergence,
-    paper_claims,
-    paper_dataset,
-    paper_tables_index,
-)
+from .paper import accuracy_levels, paper_dataset, paper_tables_index
 from .stats import CORRECTION_FAMILIES, paired_wilcoxon
+from .tables import METRIC_TITLES
 
 __all__ = [
     "ALPHA",

@@ -23,6 +23,7 @@ from sharpkit.data.datasets import (
     load_tinyimagenet,
     register_dataset,
 )
+from sharpkit.data.formats import tinyimagenet
 
 SHARED_NPZ = Path("../shared/data/cifar10-jpeg-20k.npz")
 
@@ -504,8 +505,9 @@ def test_tinyimagenet_cache_is_reused_and_refreshed(tmp_path, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded although the cache is valid")
 
+    # Patched where the loader looks it up (sharpkit.data.datasets only re-exports it).
     with monkeypatch.context() as m:
-        m.setattr(ds, "_decode_jpegs", no_decoding)
+        m.setattr(tinyimagenet, "_decode_jpegs", no_decoding)
         again = load_tinyimagenet(tmp_path)
     assert torch.equal(first.x_train, again.x_train) and torch.equal(first.y_test, again.y_test)
     assert first.classes == again.classes
@@ -517,7 +519,7 @@ def test_tinyimagenet_cache_is_reused_and_refreshed(tmp_path, monkeypatch):
     refreshed = load_tinyimagenet(tmp_path)
     assert len(refreshed.y_train) == 7 and refreshed.y_train.tolist().count(0) == 3
     with monkeypatch.context() as m:
-        m.setattr(ds, "_decode_jpegs", no_decoding)
+        m.setattr(tinyimagenet, "_decode_jpegs", no_decoding)
         assert len(load_tinyimagenet(tmp_path).y_train) == 7  # the rewritten cache is valid
 
 
