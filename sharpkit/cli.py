@@ -361,40 +361,14 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    import pandas as pd
+    from .analysis.profile_report import profile_report
 
-    from .analysis.report import claims, paper_table_for, results_table
-    from .experiments.store import load_results, load_sweep_info
-
-    df = load_results(args.results, args.profile)
-    info = load_sweep_info(args.results, args.profile)
-    if df.empty:
-        raise ValueError(f"No runs stored yet for profile {args.profile!r}; "
-                         f"run `sharpkit sweep --profile {args.profile}`.")
-    print(f"profile {args.profile}: {len(df)} runs ({(df.status == 'ok').sum()} ok, {(df.status != 'ok').sum()} "
-          f"excluded), sweep wall time {info['wall_time_s']:.0f} s")
-    html = []
-    for (dataset, arch), _ in df.groupby(["dataset", "arch"], sort=False):
-        table = results_table(df, arch, dataset)
-        print()
-        print(table.to_text())
-        html.append(table.to_html())
-        reference = paper_table_for(arch, dataset)
-        if reference is not None:
-            html.append(reference.to_html())
-    found = claims(df)
-    # The reference is what each finding compares with (Baseline, the control without SAM, or the
-    # next-flattest control), so its value is printed rather than Baseline's.
-    columns = ["arch", "dataset", "claim", "evaluation", "metric", "control", "reference", "holds", "value",
-               "reference_value", "p_value", "effect_size", "n"]
-    with pd.option_context("display.width", 200, "display.max_rows", 500, "display.max_colwidth", 40):
-        print()
-        print("claims (computed from the stored runs; p: one-sided paired Wilcoxon over seeds):")
-        print(found[[c for c in columns if c in found.columns]].to_string(index=False))
+    report = profile_report(args.results, args.profile)
+    print(report.text)
     if args.html:
         from .utils.io import write_text
 
-        write_text(args.html, "\n".join(html) + found.to_html(index=False))
+        write_text(args.html, report.html)
         print(f"wrote {args.html}")
     return 0
 
@@ -418,7 +392,7 @@ def _add_diagonal_network(sub: argparse._SubParsersAction) -> None:
 def _cmd_diagonal_network(args: argparse.Namespace) -> int:
     import time
 
-    from .analysis.diagonal_network import measure_taus
+    from .analysis.diagonal_network import diagonal_record, diagonal_summary, measure_taus
     from .experiments.diagonal_network import DiagonalNetworkSettings, SparseRegression, diagonal_network_experiment
     from .utils.io import write_json
     from .utils.provenance import provenance
@@ -429,16 +403,9 @@ def _cmd_diagonal_network(args: argparse.Namespace) -> int:
     frame = diagonal_network_experiment(task, settings, progress=not args.no_progress)
     taus = measure_taus(frame)
     seconds = time.perf_counter() - start
-    counts = frame["status"].value_counts().to_dict()
-    print(f"{len(frame)} networks ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}) in {seconds:.0f} s; "
-          f"Kendall tau with the test loss over the {counts.get('ok', 0)} minima:")
-    for measure, row in taus.iterrows():
-        print(f"  {measure:20s} tau = {row['tau']:+.3f}  [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]")
+    print("\n".join(diagonal_summary(frame, taus, seconds)))
     if args.out:
-        write_json(args.out, {"experiment": "diagonal-network", "task": frame.attrs["task"],
-                              "settings": frame.attrs["settings"], "wall_time_s": seconds,
-                              "networks": frame.to_dict(orient="records"),
-                              "taus": taus.reset_index().to_dict(orient="records"), "provenance": provenance("cpu")})
+        write_json(args.out, diagonal_record(frame, taus, seconds, provenance("cpu")))
         print(f"wrote {args.out}")
     return 0
 

@@ -31,6 +31,8 @@ ENTRY_POINTS = {
     "sharpkit.experiments.profiles": ("get_profile", "Profile"),
     "sharpkit.experiments.layout": ("StoreLayout", "CacheLayout"),
     "sharpkit.experiments.cells": ("cell_metrics",),
+    "sharpkit.analysis.profile_report": ("profile_report",),
+    "sharpkit.analysis.diagonal_network": ("read_diagonal_record",),
 }
 OPTIONS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

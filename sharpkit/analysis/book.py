@@ -609,16 +609,15 @@ def load_diagonal(path: str | Path) -> dict[str, Any] | None:
     """The diagonal-network experiment's record (``sharpkit diagonal-network --out``): its networks as a frame
     (``networks``), the converged ones (``minima``), the taus indexed by measure (``taus``) and a summary line
     (``line``); None when the file is absent."""
-    path = Path(path)
-    if not path.is_file():
+    from .diagonal_network import read_diagonal_record
+
+    stored = read_diagonal_record(path)
+    if stored is None:
         return None
-    record = json.loads(path.read_text())
-    networks = pd.DataFrame(record["networks"])
-    minima = networks[networks["status"] == "ok"]
-    line = (f"{len(networks)} networks, {len(minima)} reached the target loss (task: {record['task']}); the "
-            f"experiment took {record['wall_time_s']:.0f} s.")
-    return {"networks": networks, "minima": minima, "taus": pd.DataFrame(record["taus"]).set_index("measure"),
-            "line": line}
+    networks, minima = stored["networks"], stored["minima"]
+    line = (f"{len(networks)} networks, {len(minima)} reached the target loss (task: {stored['task']}); the "
+            f"experiment took {stored['wall_time_s']:.0f} s.")
+    return {"networks": networks, "minima": minima, "taus": stored["taus"], "line": line}
 
 
 def diagonal_reading(taus: pd.DataFrame) -> str:
