@@ -29,8 +29,7 @@ Three levels, one module each: :mod:`sharpkit.data.image_ops` (the numpy image p
 zoom, plasma fractal, HSV, Canny, chamfer distance, ...), :mod:`sharpkit.data.corruption_functions`
 (the 18 corruptions and their severity constants, and how each replaces the reference's OpenCV,
 scikit-image and ImageMagick calls) and this module (the names, the checks, :func:`corrupt` and the
-generation of a whole corrupted test set). The private names of the two lower modules stay
-importable from here.
+generation of a whole corrupted test set).
 
 Image size. The CIFAR constants are used for 32 px and 64 px (TinyImageNet-sized) images alike.
 Constants that are *fractions of the image* or tied to its grid are scaled with the side ``H``:
@@ -54,68 +53,8 @@ import torch
 from sharpkit.utils.io import atomic_path, remove_stale_temp_files, write_text
 from sharpkit.utils.validation import check_positive
 
-# The two lower levels. Every name this module held before they moved out is imported back, so that it
-# stays importable from here; monkeypatching one here changes nothing: patch it in its own module.
-from .corruption_functions import (  # noqa: F401 - re-exported
-    _BOX,
-    _BRIGHTNESS,
-    _CONTRAST,
-    _DEFOCUS_BLUR,
-    _ELASTIC,
-    _FOG,
-    _GAUSSIAN_BLUR,
-    _GAUSSIAN_NOISE,
-    _GLASS_BLUR,
-    _IMPULSE_NOISE,
-    _JPEG_QUALITY,
-    _MOTION_BLUR,
-    _MUD_RGB,
-    _PIXELATE,
-    _REGISTRY,
-    _SATURATE,
-    _SHOT_NOISE,
-    _SNOW,
-    _SPATTER,
-    _SPECKLE_NOISE,
-    _WATER_RGB,
-    _ZOOM_BLUR_END,
-    _brightness,
-    _contrast,
-    _Corruption,
-    _defocus_blur,
-    _disk_kernel,
-    _elastic_transform,
-    _fog,
-    _gaussian_blur,
-    _gaussian_noise,
-    _glass_blur,
-    _impulse_noise,
-    _jpeg_compression,
-    _motion_blur_corruption,
-    _pixelate,
-    _saturate,
-    _shot_noise,
-    _snow,
-    _spatter,
-    _speckle_noise,
-    _zoom_blur,
-)
-from .image_ops import (  # noqa: F401 - re-exported
-    _bilinear,
-    _blur,
-    _border_index,
-    _box3,
-    _canny,
-    _chamfer_distance,
-    _clipped_zoom,
-    _equalize_hist,
-    _glass_shuffle,
-    _gray,
-    _hsv_to_rgb,
-    _motion_blur,
-    _plasma_fractal,
-    _rgb_to_hsv,
-)
+# The two lower levels: the corruption functions (by name) over the numpy image operations of image_ops.
+from .corruption_functions import _REGISTRY
 
 CIFAR_C_CORRUPTIONS: tuple[str, ...] = (
     "gaussian_noise",

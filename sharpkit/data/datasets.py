@@ -58,90 +58,33 @@ from .base import (
 )
 from .dataset_names import parse_dataset_name
 
-# The formats, one module each under formats/ (registered at the end of this file). Every name this module
-# held before they moved out is imported back, so that it stays importable from here; monkeypatching one of
-# the private ones here changes nothing: patch it in its format's module.
-from .formats._common import (  # noqa: F401 - re-exported
-    _NPY_MAGIC,
+# The formats, one module each under formats/ (registered at the end of this file); their public loaders and
+# constants stay importable from here. Their private helpers live (and are patched, in tests) in their module.
+from .formats._common import (
     DATA_ROOT_ENV,
     DEFAULT_DATA_ROOT,
-    _absolute,
-    _check_labels,
-    _download_archive,
-    _fetch,
-    _provide_help,
-    _where_help,
     data_root,
 )
-from .formats.cifar import (  # noqa: F401 - re-exported
-    _CIFAR10_LAYOUT,
-    _CIFAR100_LAYOUT,
-    _CIFAR_NUMPY_GLOBALS,
-    _CIFAR_STAND_INS,
+from .formats.cifar import (
     CIFAR10_CLASSES,
     CIFAR100_CLASSES,
-    _CifarLayout,
-    _CifarUnpickler,
-    _empty_bytes,
-    _latin1_bytes,
-    _load_cifar,
-    _pickle_entry,
-    _read_cifar_batches,
-    _RefusedGlobal,
-    _unpickle,
     load_cifar10,
     load_cifar100,
 )
-from .formats.cifar_c import (  # noqa: F401 - re-exported
-    _CIFAR10_C_LAYOUT,
-    _CIFAR100_C_LAYOUT,
+from .formats.cifar_c import (
     CIFAR_C_CORRUPTIONS,
-    _check_corruption_names,
-    _CifarCLayout,
-    _load_cifar_c,
-    _load_npy,
     load_cifar10_c,
     load_cifar100_c,
 )
-from .formats.digits import (  # noqa: F401 - re-exported
-    _DIGITS_SIZE,
+from .formats.digits import (
     DIGITS_SEED,
     DIGITS_TEST_SIZE,
-    _stratified_split,
     load_digits,
 )
-from .formats.npz import (  # noqa: F401 - re-exported
-    _NPZ_FIX,
-    _NPZ_KEYS,
-    _ZIP_DAMAGE,
-    _ZIP_MAGIC,
-    _check_labels_dense,
-    _damaged_npz,
-    _label_ranges,
-    _npz_images,
-    _npz_labels,
-    _npz_member,
-    _npz_num_classes,
-    _open_npz,
+from .formats.npz import (
     load_npz,
 )
-from .formats.tinyimagenet import (  # noqa: F401 - re-exported
-    _JPEG_SUFFIXES,
-    _TINY_CACHE,
-    _TINY_CACHE_VERSION,
-    _TINY_FOLDER,
-    _TINY_REQUIRED,
-    _TINY_SIZE,
-    _TINY_URL,
-    _decode_jpegs,
-    _decode_tiny,
-    _read_class_names,
-    _read_tiny_cache,
-    _read_wnids,
-    _tiny_files,
-    _tiny_fingerprint,
-    _TinyArrays,
-    _write_tiny_cache,
+from .formats.tinyimagenet import (
     load_tinyimagenet,
 )
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from sharpkit.data import corruptions as C
+from sharpkit.data import image_ops as C
 from sharpkit.data.corruptions import CIFAR_C_CORRUPTIONS, CORRUPTIONS, corrupt, write_corrupted_npy
 
 RANDOM = (
