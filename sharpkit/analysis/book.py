@@ -524,7 +524,7 @@ def tau_reading(grid: pd.DataFrame, labels: Mapping[str, str] | None = None) -> 
 # Beyond the paper
 # --------------------------------------------------------------------------------------------------
 def load_sweeps(results_dir: str | Path, profiles: Sequence[str]) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """The finished runs of each profile (evaluations also as errors, :func:`sharpkit.analysis.report.with_errors`),
+    """The finished runs of each profile (evaluations also as errors, :func:`sharpkit.analysis.measures.with_errors`),
     and a sentence for each profile left out (no runs, or every run diverged)."""
     from .measures import with_errors
 

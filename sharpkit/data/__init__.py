@@ -7,6 +7,7 @@ reads) runs this file without importing torch. ``from sharpkit.data import Devic
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,10 @@ def __getattr__(name: str) -> Any:
     if name in __all__:
         _bind_names()
         return globals()[name]
+    # A submodule as an attribute (``sharpkit.data.datasets`` after ``import sharpkit.data``), as when this
+    # package imported them eagerly; importing it binds it here.
+    if importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

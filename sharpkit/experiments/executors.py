@@ -66,8 +66,8 @@ def run_pool(jobs: Sequence[RunJob], workers: int, report: Report) -> None:
 
 def run_slurm(jobs: Sequence[RunJob], folder: Path, report: Report, slurm_executor: Any = None) -> None:
     """One Slurm array job per job through submitit (``slurm_executor``: a configured submitit executor, e.g.
-    ``submitit.LocalExecutor`` in tests; default an ``AutoExecutor`` logging to ``folder``); reported in order
-    once all have finished."""
+    ``submitit.LocalExecutor`` in tests; default an ``AutoExecutor`` logging to ``folder``); reported in job
+    order, each as soon as it and the jobs before it have finished."""
     try:
         import submitit
     except ImportError as error:

@@ -14,7 +14,8 @@ and its cache (:class:`CacheLayout`, default ``$SHARPKIT_CACHE/<profile>``, else
     corrupted/         the generated corrupted test sets
     slurm/             submitit's logs
 
-This module is the only place that spells these names. It is pure paths (no torch, no pandas), so the
+This module is the only place that spells these names (a run folder's own files, ``result.json`` among them,
+are spelled by :mod:`sharpkit.run.checkpoint`). It is pure paths (no torch, no pandas), so the
 torch-free analysis layer finds stored results through it; :class:`sharpkit.experiments.store.ResultStore`
 reads and writes the files.
 

@@ -12,7 +12,8 @@ Layout under ``<results>/<profile>/`` (spelled once, in :mod:`sharpkit.experimen
   :mod:`sharpkit.experiments.cells`, written here).
 
 Checkpoints and partial runs live in a cache directory (default ``~/.cache/sharpkit/runs``), which is
-never needed to rebuild tables. The store reads and writes these files and computes no metric. A result file
+never needed to rebuild tables. The store reads and validates these files, writes sweep.json and the cells, and
+computes no metric; a run's record is written by its job (:mod:`sharpkit.experiments.job`), signed. A result file
 appears (atomically) only when its run is complete, so a sweep killed at any moment and started again redoes
 exactly the runs without one; the temporary files a killed writer leaves are removed when the store is next
 opened for writing.
@@ -275,6 +276,17 @@ class ResultStore:
         folder's training lock in the cache (folder, lock name)."""
         locks = [(p.parent, p.name) for p in sorted(self.layout.runs_dir.glob(f"*/{LOCK_NAME}"))]
         return locks + [(p.parent, p.name) for p in sorted(self.cache_layout.work_root.glob(f"*/{TRAIN_LOCK}"))]
+
+    def update_cells(self) -> list[str]:
+        """Deprecated (sharpkit 0.1): the cells' metrics are computed by
+        :func:`sharpkit.experiments.cells.update_cells`, which this calls."""
+        import warnings
+
+        from .cells import update_cells  # cells imports this module
+
+        warnings.warn("ResultStore.update_cells() moved: call sharpkit.experiments.cells.update_cells(store).",
+                      DeprecationWarning, stacklevel=2)
+        return update_cells(self)
 
     def complete_cells(self) -> Iterator[tuple[tuple[str, str, str], list[dict[str, Any]]]]:
         """Each cell (dataset, arch, control) of the profile whose runs are all stored, with their records in

@@ -9,7 +9,9 @@ The sweep is the orchestration; each job has its own module:
 - the cost estimate: :mod:`sharpkit.experiments.dry_run`; re-running stored runs: :mod:`sharpkit.experiments.verify`;
 - the cells' cross-seed metrics: :mod:`sharpkit.experiments.cells`.
 
-Their public names are importable from here too (``from sharpkit.experiments.sweep import verify``).
+Their public names are importable from here too (``from sharpkit.experiments.sweep import verify``). To stand in
+for a name in a test, patch it where it is used: the executors and :func:`verify` call
+``sharpkit.experiments.job.run_one``.
 """
 from __future__ import annotations
 
@@ -23,17 +25,25 @@ from typing import Any
 from ..utils.provenance import pinned_code_version, provenance, utc_now
 from ..utils.validation import check_choice, check_positive
 from .cells import update_cells
-from .dry_run import dry_run, evaluation_forward_images, measure_step_time
+from .dry_run import (
+    KNOWN_CLASSES,
+    KNOWN_IMAGE_SIZES,
+    KNOWN_TRAIN_SIZES,
+    dry_run,
+    evaluation_forward_images,
+    measure_step_time,
+)
 from .executors import EXECUTORS, run_inline, run_pool, run_slurm
 from .job import RunJob, run_one
 from .profiles import Profile, RunSpec
 from .reuse import REUSED_FROM, find_finished_training, finished_trainings, reuse_training
 from .store import ResultStore
 from .threads import DEFAULT_THREADS, resolve_threads, stored_threads
-from .verify import SAMPLED_METRICS, VerifyOutcome, verify
+from .verify import SAMPLED_METRICS, VERIFY_FALSE_ALARM, VerifyOutcome, verify
 
 __all__ = [
-    "DEFAULT_THREADS", "EXECUTORS", "REUSED_FROM", "SAMPLED_METRICS", "RunJob", "SweepSummary", "VerifyOutcome",
+    "DEFAULT_THREADS", "EXECUTORS", "KNOWN_CLASSES", "KNOWN_IMAGE_SIZES", "KNOWN_TRAIN_SIZES", "REUSED_FROM",
+    "SAMPLED_METRICS", "VERIFY_FALSE_ALARM", "RunJob", "SweepSummary", "VerifyOutcome",
     "dry_run", "evaluation_forward_images", "find_finished_training", "finished_trainings", "measure_step_time",
     "resolve_threads", "reuse_training", "run_one", "stored_threads", "sweep", "verify",
 ]

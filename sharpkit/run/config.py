@@ -66,6 +66,7 @@ class TrainConfig:
     test_every: int = 1
 
     def __post_init__(self) -> None:
+        parse_dataset_name(self.dataset)  # a ValueError naming the allowed forms for "" or a non-string
         check_positive("epochs", self.epochs, integer=True)
         check_positive("batch_size", self.batch_size, integer=True)
         check_positive("lr", self.lr)

@@ -216,6 +216,14 @@ def test_the_parser_imports_without_torch_and_the_package_binds_its_names_on_use
     assert out == ["False", "True", "False", "True", "sharpkit.data.loader", "sharpkit.data.datasets"]
 
 
+def test_submodules_are_attributes_of_the_package_as_when_it_imported_them_eagerly():
+    code = ("import sys; import sharpkit.data as data; print('torch' in sys.modules); "
+            "print(data.datasets.__name__, data.loader.__name__, 'torch' in sys.modules); "
+            "print(hasattr(data, 'no_such_module'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "sharpkit.data.datasets", "sharpkit.data.loader", "True", "False"]
+
+
 def test_the_package_still_exports_its_names():
     import sharpkit.data as data
 

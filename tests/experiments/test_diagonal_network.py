@@ -117,3 +117,27 @@ def test_cli_prints_both_taus_and_stores_the_networks(tmp_path, capsys):
     record = json.loads(out.read_text())
     assert len(record["networks"]) == 12 and {t["measure"] for t in record["taus"]} >= {"trace", "rescaled_trace"}
     assert {"git", "versions", "hardware"} <= set(record["provenance"])
+
+
+def test_the_printed_summary_and_the_stored_record_of_an_experiment(tmp_path):
+    """What `sharpkit diagonal-network` prints and writes, read back by the book's reader."""
+    import json
+
+    import pandas as pd
+
+    from sharpkit.analysis.diagonal_network import diagonal_record, diagonal_summary, read_diagonal_record
+
+    frame = pd.DataFrame({"status": ["ok", "ok", "diverged"], "test_loss": [0.1, 0.2, float("nan")],
+                          "trace": [1.0, 2.0, float("nan")]})
+    frame.attrs.update(task={"n": 40, "seed": 0}, settings={"networks": 3})
+    taus = pd.DataFrame({"tau": [0.25], "ci_low": [-0.5], "ci_high": [1.0]}, index=pd.Index(["trace"], name="measure"))
+    assert diagonal_summary(frame, taus, 12.4) == [
+        "3 networks (1 diverged, 2 ok) in 12 s; Kendall tau with the test loss over the 2 minima:",
+        "  trace                tau = +0.250  [-0.500, +1.000]"]
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(diagonal_record(frame, taus, 12.4, {"host": "h"})))
+    stored = read_diagonal_record(path)
+    assert stored["task"] == {"n": 40, "seed": 0} and stored["wall_time_s"] == 12.4
+    assert len(stored["networks"]) == 3 and list(stored["minima"]["test_loss"]) == [0.1, 0.2]
+    pd.testing.assert_frame_equal(stored["taus"], taus)
+    assert read_diagonal_record(tmp_path / "absent.json") is None

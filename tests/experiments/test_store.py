@@ -234,3 +234,27 @@ def test_every_column_of_the_stored_frames_is_a_result_column():
         assert set(load_results(results, profile).columns) <= set(RESULT_COLUMNS), profile
     assert set(metric_names(column_source="trainer")) | {"prediction_disagreement"} <= set(RESULT_COLUMNS)
     assert not set(metric_names(group="derived")) & set(RESULT_COLUMNS)
+
+
+def test_an_empty_store_gives_a_frame_of_every_result_column(tmp_path):
+    from sharpkit.experiments.store import RESULT_COLUMNS, load_results
+
+    ResultStore(tmp_path / "results", PROFILE, cache_dir=tmp_path / "cache").open(write=True)
+    frame = load_results(tmp_path / "results", "micro")
+    assert frame.empty and tuple(frame.columns) == RESULT_COLUMNS
+
+
+def test_complete_cells_are_those_whose_runs_are_all_stored_and_write_cell_names_them(tmp_path):
+    record, path = _record(tmp_path)
+    store = ResultStore(tmp_path, PROFILE, cache_dir=tmp_path / "cache")
+    store.open(write=True)
+    assert list(store.complete_cells()) == []  # the one run of the one cell is not stored
+    io.write_json(path, record)
+    ((cell, records),) = store.complete_cells()
+    assert cell == ("digits", "vit", "baseline") and records == [json.loads(path.read_text())]
+    written = store.write_cell(*cell, [{**record, "status": "diverged"}], {"extra": 1})
+    assert written == store.cell_path(*cell) and json.loads(written.read_text()) == {
+        "store_schema_version": 1, "dataset": "digits", "arch": "vit", "control": "baseline",
+        "runs": [record["run_id"]], "excluded_diverged": 1, "extra": 1}
+    with pytest.warns(DeprecationWarning, match="sharpkit.experiments.cells.update_cells"):
+        assert store.update_cells() == ["digits-vit-baseline"]
