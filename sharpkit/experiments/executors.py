@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 
-from . import job as job_module  # run_one looked up at each call: a test may stand in for it
 from .job import RunJob, run_in_own_process
 
 __all__ = ["EXECUTORS", "run_inline", "run_pool", "run_slurm"]
@@ -40,8 +39,7 @@ def run_inline(jobs: Sequence[RunJob], threads: int, progress: bool, report: Rep
             name = job.spec["config"]["dataset"]
             if name not in datasets:
                 datasets[name] = load_dataset(name, root=job.data_root)
-            report(index, job_module.run_one(job.spec, job.results_root, job.cache_dir, job.profile_version,
-                                             job.data_root, job.device, False, datasets))
+            report(index, job.run(datasets=datasets))  # run_one, looked up in job at each call
     finally:
         torch.set_num_threads(previous)
 

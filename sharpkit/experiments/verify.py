@@ -16,7 +16,7 @@ import torch
 from ..metrics.registry import REGISTRY
 from ..utils.provenance import arithmetic_differences
 from ..utils.validation import check_positive
-from .job import run_one, spec_to_dict
+from .job import RunJob
 from .layout import StoreLayout
 from .profiles import Profile, RunSpec
 from .store import ResultStore
@@ -146,8 +146,7 @@ def verify(profile: Profile, results_root: str | Path, k: int, *, seed: int = 0,
                 torch.set_num_threads(int(threads))  # same reduction order as the stored run
             try:
                 start = time.perf_counter()
-                run_one(spec_to_dict(spec), str(Path(tmp) / "results"), str(Path(tmp) / "cache"), profile.version,
-                        data_root=data_root, device=device)
+                RunJob.of(spec, Path(tmp) / "results", Path(tmp) / "cache", profile.version, data_root, device).run()
                 seconds = time.perf_counter() - start
             finally:
                 torch.set_num_threads(previous)
