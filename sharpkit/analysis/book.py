@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ..experiments.layout import StoreLayout
@@ -628,11 +627,6 @@ def diagonal_reading(taus: pd.DataFrame) -> str:
             f"(tau = {ranked.iloc[0]:+.2f}); the rescaled trace {beats} "
             f"the plain trace ({taus.loc['rescaled_trace', 'tau']:+.2f} against {taus.loc['trace', 'tau']:+.2f}), and "
             f"the top eigenvalue reaches {taus.loc['lambda_max', 'tau']:+.2f}.")
-
-
-def finite(values: Any) -> np.ndarray:
-    array = np.asarray(values, dtype=float)
-    return array[np.isfinite(array)]
 
 
 # --------------------------------------------------------------------------------------------------
